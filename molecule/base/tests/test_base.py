@@ -1,0 +1,142 @@
+"""Behaviour of a host converged with botstack.deploy.base."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from conftest import container_address
+from instruments import lynis_in_container, ssh_audit_in_container
+
+ADMIN = "opsadmin"
+LYNIS_TARGET = 75
+
+
+def _ssh(address: str, user: str, *args: str, key=None) -> subprocess.CompletedProcess:
+    cmd = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+           "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10"]
+    if key:
+        cmd += ["-o", "IdentitiesOnly=yes", "-i", str(key)]
+    cmd += [*args, f"{user}@{address}", "true"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture(scope="module")
+def sshd(host):
+    """Effective sshd settings (`sshd -T`), as a dict."""
+    out = host.check_output("sshd -T -C user=%s,host=x,addr=127.0.0.1", ADMIN)
+    settings = {}
+    for line in out.splitlines():
+        key, _, value = line.partition(" ")
+        settings.setdefault(key, value)
+    return settings
+
+
+def test_effective_sshd_settings_refuse_passwords_and_root(sshd):
+    assert sshd["passwordauthentication"] == "no"
+    assert sshd["kbdinteractiveauthentication"] == "no"
+    assert sshd["permitrootlogin"] == "no"
+    assert sshd["authenticationmethods"] == "publickey"
+    assert sshd["allowgroups"] == "sshusers"
+    assert sshd["x11forwarding"] == "no"
+    assert sshd["allowtcpforwarding"] == "no"
+    assert sshd["maxauthtries"] == "3"
+    assert "ecdsa" not in sshd["hostkeyalgorithms"]
+    assert all("etm" in mac for mac in sshd["macs"].split(","))
+
+
+def test_cloud_init_style_drop_in_cannot_reenable_passwords(host):
+    drop_in = "/etc/ssh/sshd_config.d/50-cloud-init.conf"
+    host.run("printf 'PasswordAuthentication yes\\n' > %s", drop_in)
+    try:
+        out = host.check_output("sshd -T -C user=%s,host=x,addr=127.0.0.1", ADMIN)
+        assert "passwordauthentication no" in out
+    finally:
+        host.run("rm -f %s", drop_in)
+
+
+def test_only_publickey_is_offered_to_outside_clients(host):
+    address = container_address(host.backend.host)
+    result = _ssh(address, "root", "-o", "PreferredAuthentications=none")
+    assert result.returncode != 0
+    assert "Permission denied (publickey)" in result.stderr, result.stderr
+
+
+def test_admin_key_login_and_sudo_work(host, ephemeral_dir):
+    address = container_address(host.backend.host)
+    result = subprocess.run(
+        ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "IdentitiesOnly=yes", "-i", str(ephemeral_dir / "admin_ed25519"),
+         f"{ADMIN}@{address}", "sudo -n id -u"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"
+
+
+def test_ssh_audit_passes_hardened_debian_policy(host, ephemeral_dir, reports_dir):
+    audit = ssh_audit_in_container(host.backend.host, 22, ephemeral_dir)
+    (reports_dir / "ssh-audit.txt").write_text(audit["audit_output"] + "\n" + audit["policy_output"])
+    assert audit["fail"] == 0, audit["audit_output"]
+    assert audit["policy_passed"], audit["policy_output"]
+
+
+def test_firewall_denies_by_default_and_keeps_ssh_open(host):
+    status = host.check_output("ufw status verbose")
+    assert "Status: active" in status
+    assert "Default: deny (incoming)" in status
+    assert "22/tcp                     LIMIT IN    Anywhere" in status
+    assert "5432/tcp                   ALLOW IN    10.10.0.0/16" in status
+    assert "80/tcp" not in status
+
+
+def test_fail2ban_sshd_jail_is_active(host):
+    assert host.service("fail2ban").is_running
+    jail = host.check_output("fail2ban-client status sshd")
+    assert "Journal matches:" in jail or "File list:" in jail
+
+
+def test_unattended_upgrades_take_security_updates_only(host):
+    dump = host.check_output("apt-config dump Unattended-Upgrade::Origins-Pattern")
+    origins = [line for line in dump.splitlines() if '"' in line]
+    assert origins and all("Security" in line for line in origins), dump
+    periodic = host.check_output("apt-config dump APT::Periodic")
+    assert 'APT::Periodic::Unattended-Upgrade "1";' in periodic
+    dry_run = host.run("unattended-upgrade --dry-run")
+    assert dry_run.rc == 0, dry_run.stderr
+
+
+def test_security_suite_is_an_apt_source(host):
+    assert host.run("grep -rqs -- '-security' /etc/apt/sources.list /etc/apt/sources.list.d").rc == 0
+
+
+def test_application_user_cannot_log_in(host):
+    user = host.user("botstack")
+    assert user.shell == "/usr/sbin/nologin"
+    assert user.password in ("!", "*", "!*")
+    assert host.file("/srv/botstack").mode == 0o750
+
+
+def test_persistent_journal_with_caps(host):
+    assert host.file("/var/log/journal").is_directory
+    conf = host.check_output("systemd-analyze cat-config systemd/journald.conf")
+    assert "Storage=persistent" in conf
+    assert "SystemMaxUse=1G" in conf
+
+
+def test_core_dumps_are_disabled(host):
+    assert host.file("/etc/security/limits.d/10-botstack-no-core-dumps.conf").contains("hard core 0")
+    assert host.check_output("systemctl show --property DefaultLimitCORE") == "DefaultLimitCORE=0"
+
+
+def test_login_defaults_and_banner(host):
+    assert host.file("/etc/login.defs").contains(r"^UMASK\s+027")
+    assert host.file("/etc/issue.net").contains("Authorized access only")
+
+
+def test_lynis_hardening_index(host, reports_dir):
+    lynis = lynis_in_container(host.backend.host)
+    (reports_dir / "lynis.json").write_text(json.dumps(
+        {k: lynis[k] for k in ("index", "suggestions", "warnings")}, indent=2))
+    assert lynis["index"] >= LYNIS_TARGET, (
+        f"Lynis index {lynis['index']} < {LYNIS_TARGET}; suggestions: {lynis['suggestions']}")

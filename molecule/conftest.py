@@ -1,0 +1,66 @@
+"""Helpers shared by every scenario's testinfra verify step.
+
+Molecule runs pytest with the scenario's tests/ and molecule/shared/tests/, so
+this file (their common parent) is loaded for all of them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+
+import pytest
+
+RECAP = re.compile(
+    r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
+    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
+    re.M,
+)
+
+
+def molecule_path(name: str) -> pathlib.Path:
+    """A path from the environment molecule gives its verifier."""
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: run this through `molecule verify`")
+    return pathlib.Path(value)
+
+
+def run_playbook(playbook: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
+    """Run a playbook against the scenario's inventory, as molecule would."""
+    inventory = molecule_path("MOLECULE_INVENTORY_FILE")
+    cmd = ["ansible-playbook", "-i", str(inventory), str(playbook), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+
+def play_recap(output: str) -> dict[str, dict[str, int]]:
+    """Per-host counters from a PLAY RECAP."""
+    return {
+        m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")}
+        for m in RECAP.finditer(output)
+    }
+
+
+def container_address(name: str) -> str:
+    """IP address of a test container on its docker network."""
+    out = subprocess.run(
+        ["docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", name],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    networks = json.loads(out)
+    return next(n["IPAddress"] for n in networks.values() if n.get("IPAddress"))
+
+
+@pytest.fixture(scope="session")
+def ephemeral_dir() -> pathlib.Path:
+    return molecule_path("MOLECULE_EPHEMERAL_DIRECTORY")
+
+
+@pytest.fixture(scope="session")
+def reports_dir() -> pathlib.Path:
+    """Where verify steps leave instrument output (ignored by git)."""
+    root = molecule_path("MOLECULE_PROJECT_DIRECTORY") / "reports" / os.environ.get("MOLECULE_SCENARIO_NAME", "scenario")
+    root.mkdir(parents=True, exist_ok=True)
+    return root

@@ -1,0 +1,17 @@
+"""Every scenario: after converge, `--check --diff` has nothing to change."""
+from __future__ import annotations
+
+import os
+import pathlib
+
+from conftest import play_recap, run_playbook
+
+
+def test_check_mode_after_converge_reports_no_changes():
+    playbook = pathlib.Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "converge.yml"
+    result = run_playbook(playbook, "--check", "--diff")
+    recap = play_recap(result.stdout)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert recap, "no PLAY RECAP in the check run:\n" + result.stdout[-2000:]
+    changed = {host: counts["changed"] for host, counts in recap.items() if counts["changed"]}
+    assert not changed, f"check mode would change {changed}:\n{result.stdout[-6000:]}"

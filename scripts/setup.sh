@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# One idempotent setup path for a fresh machine: host packages, the Docker
+# engine, the controller venv, collections and the systemd test image.
+# Each step is skipped when already in place; timings go to stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '[setup] %-12s %s\n' "$1" "$2"; }
+t0=$SECONDS
+
+# --- host packages -------------------------------------------------------
+host_packages=(docker.io debootstrap git make)
+missing=()
+for pkg in "${host_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  step packages "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  step packages "present"
+fi
+
+# --- docker engine -------------------------------------------------------
+if ! docker info >/dev/null 2>&1; then
+  step engine "starting dockerd"
+  mkdir -p .cache
+  nohup dockerd >.cache/dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not start; see .cache/dockerd.log" >&2; exit 1; }
+fi
+step engine "$(docker version --format 'server {{.Server.Version}}')"
+
+# --- controller venv -----------------------------------------------------
+pick_python() {
+  local root candidate best=""
+  root=$(pyenv root 2>/dev/null || true)
+  if [[ -n "$root" ]]; then
+    # Newest CPython >= 3.12 that pyenv has: ansible-core 2.21 needs it.
+    for candidate in $(ls -1 "$root/versions" 2>/dev/null | grep -E '^3\.(1[2-9])\.[0-9]+$' | sort -V); do
+      [[ -x "$root/versions/$candidate/bin/python3" ]] && best="$root/versions/$candidate/bin/python3"
+    done
+  fi
+  echo "${best:-$(command -v python3)}"
+}
+req_hash=$(sha256sum requirements/dev.txt | cut -c1-16)
+if [[ ! -x .venv/bin/python || "$(cat .venv/.stamp 2>/dev/null)" != "$req_hash" ]]; then
+  python=$(pick_python)
+  step venv "creating with $("$python" -V 2>&1)"
+  rm -rf .venv
+  "$python" -m venv .venv
+  .venv/bin/pip install --quiet --upgrade pip 2>&1 | grep -v 'is ignored: it is neither' || true
+  .venv/bin/pip install --quiet -r requirements/dev.txt 2>&1 | grep -v 'is ignored: it is neither' || true
+  .venv/bin/ansible --version >/dev/null
+  echo "$req_hash" > .venv/.stamp
+fi
+step venv "$(.venv/bin/ansible --version | head -n1)"
+
+# --- collections ---------------------------------------------------------
+.venv/bin/python scripts/install-collections.py 2>&1 | grep -v 'is ignored: it is neither' | sed 's/^/[setup] /'
+
+# --- test images ---------------------------------------------------------
+for suite in ${BOTSTACK_TEST_SUITES:-bookworm}; do
+  step image "$(scripts/build-test-image.sh "$suite")"
+done
+mkdir -p .cache/apt-archives/partial
+step done "in $((SECONDS - t0)) s"
