@@ -42,7 +42,7 @@ fi
 rm -f "$root"/etc/ssh/ssh_host_*
 # Like a cloud image's first boot: generate missing host keys before sshd starts.
 mkdir -p "$root/etc/systemd/system/ssh.service.d"
-printf '[Service]\nExecStartPre=/usr/bin/ssh-keygen -A\n' > "$root/etc/systemd/system/ssh.service.d/10-first-boot-host-keys.conf"
+printf '[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n' > "$root/etc/systemd/system/ssh.service.d/10-first-boot-host-keys.conf"
 # Prime the package lists so converges skip one cold download.
 chroot "$root" apt-get update -qq >&2 || true
 # Keep downloaded .debs: scenarios share /var/cache/apt/archives with the host.
