@@ -48,9 +48,12 @@ stage_sanity() {
 stage_build() {
   local out
   out=$(mktemp -d)
+  # Install as a user would: dependencies present, this checkout not on the path.
   ansible-galaxy collection build --force --output-path "$out" . &&
-  ansible-galaxy collection install --offline -p "$out/installed" "$out"/botstack-deploy-*.tar.gz &&
-  ANSIBLE_COLLECTIONS_PATH="$out/installed:$PWD/.collections" ansible-doc -l botstack.deploy &&
+  tar -tzf "$out"/botstack-deploy-*.tar.gz | sed -n '1,400p' | grep -E '^(molecule|scripts|ansible_collections|\.)' && return 1
+  ANSIBLE_COLLECTIONS_PATH="$out/installed:$PWD/.collections" \
+    ansible-galaxy collection install --offline -p "$out/installed" "$out"/botstack-deploy-*.tar.gz &&
+  ANSIBLE_COLLECTIONS_PATH="$out/installed:$PWD/.collections" ansible-galaxy collection list botstack.deploy &&
   ANSIBLE_COLLECTIONS_PATH="$out/installed:$PWD/.collections" ansible-doc -t role botstack.deploy.base >/dev/null
   local rc=$?
   rm -rf "$out"
