@@ -16,7 +16,9 @@ default_scenarios=(base)
 read -r -a scenarios <<< "${SCENARIOS:-${default_scenarios[*]}}"
 
 stage_lint() {
-  yamllint --strict . && ansible-lint --profile production --offline
+  yamllint --strict . &&
+  ansible-lint --profile production --offline &&
+  python scripts/role-docs.py --check
 }
 
 stage_syntax() {
