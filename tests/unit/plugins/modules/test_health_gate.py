@@ -1,0 +1,182 @@
+"""botstack.deploy.health_gate against a real local HTTP server."""
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socketserver
+import stat
+import threading
+
+import pytest
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    hits: dict = {}
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def do_GET(self):  # noqa: N802 - http.server naming
+        count = self.hits[self.path] = self.hits.get(self.path, 0) + 1
+        if self.path == "/healthy":
+            self._send(200, {"status": "healthy", "checks": {"db": True}})
+        elif self.path == "/degraded":
+            self._send(200, {"status": "degraded"})
+        elif self.path == "/error":
+            self._send(503, {"status": "down"})
+        elif self.path == "/warming":
+            # Unhealthy for the first three requests, then healthy.
+            self._send(200 if count > 3 else 503, {"status": "healthy" if count > 3 else "starting"})
+        elif self.path == "/text":
+            self._send(200, "plain text")
+        elif self.path == "/header":
+            self._send(200 if self.headers.get("X-Probe") == "yes" else 401, {})
+        else:
+            self._send(404, {})
+
+    def _send(self, code, body):
+        data = (json.dumps(body) if not isinstance(body, str) else body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def unix_server(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("sock") / "api.sock")
+
+    class _Unix(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+        daemon_threads = True
+
+    class _UnixHandler(_Handler):
+        def address_string(self):
+            return "unix"
+
+    httpd = _Unix(path, _UnixHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield path
+    httpd.shutdown()
+
+
+def _fake_systemd(tmp_path, active_state):
+    """systemctl/journalctl stand-ins reporting a unit's state, on PATH for the module."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    (bindir / "systemctl").write_text(
+        "#!/bin/sh\nprintf 'ActiveState=%s\\nSubState=failed\\nResult=exit-code\\nNRestarts=0\\nLoadState=loaded\\n'\n"
+        % active_state)
+    (bindir / "journalctl").write_text("#!/bin/sh\necho 'api[42]: ImportError: No module named fastapi'\n")
+    for name in ("systemctl", "journalctl"):
+        (bindir / name).chmod(stat.S_IRWXU)
+    return str(bindir)
+
+
+def test_passes_after_n_consecutive_successes(module, server):
+    result = module("health_gate", {"url": server + "/healthy", "successes": 3, "interval": 0.05, "timeout": 10})
+    assert result["_rc"] == 0, result
+    assert result["changed"] is False
+    assert result["attempts"] == 3 and result["consecutive"] == 3
+    assert result["last_status"] == 200
+
+
+def test_waits_for_a_warming_service(module, server):
+    result = module("health_gate", {"url": server + "/warming", "successes": 2, "interval": 0.05, "timeout": 10})
+    assert result["_rc"] == 0, result
+    assert result["attempts"] == 5
+
+
+def test_fails_on_timeout_with_evidence_in_the_message(module, server):
+    result = module("health_gate", {"url": server + "/error", "interval": 0.1, "timeout": 0.5})
+    assert result["failed"] is True
+    assert result["last_status"] == 503
+    assert "no 3 consecutive healthy answers within 0.5s" in result["msg"]
+    assert "last status 503" in result["msg"] and '"down"' in result["msg"]
+    assert result["elapsed"] < 5
+
+
+def test_honours_the_json_field(module, server):
+    ok = module("health_gate", {"url": server + "/healthy", "json_field": "status", "json_value": "healthy",
+                                "successes": 1, "timeout": 5})
+    assert ok["_rc"] == 0, ok
+    nested = module("health_gate", {"url": server + "/healthy", "json_field": "checks.db", "json_value": True,
+                                    "successes": 1, "timeout": 5})
+    assert nested["_rc"] == 0, nested
+    bad = module("health_gate", {"url": server + "/degraded", "json_field": "status", "json_value": "healthy",
+                                 "interval": 0.05, "timeout": 0.3})
+    assert bad["failed"] is True
+    assert "JSON field 'status' is 'degraded', expected 'healthy'" in bad["msg"]
+    text = module("health_gate", {"url": server + "/text", "json_field": "status", "json_value": "healthy",
+                                  "interval": 0.05, "timeout": 0.2})
+    assert "body is not JSON" in text["msg"]
+
+
+def test_sends_headers_and_accepts_listed_status_codes(module, server):
+    ok = module("health_gate", {"url": server + "/header", "headers": {"X-Probe": "yes"}, "successes": 1, "timeout": 5})
+    assert ok["_rc"] == 0, ok
+    accepted = module("health_gate", {"url": server + "/error", "status_codes": [503], "successes": 1, "timeout": 5})
+    assert accepted["_rc"] == 0, accepted
+
+
+def test_connection_refused_is_reported(module):
+    result = module("health_gate", {"url": "http://127.0.0.1:9/health", "interval": 0.05, "timeout": 0.3})
+    assert result["failed"] is True and result["last_status"] is None
+    assert "request failed" in result["msg"]
+
+
+def test_polls_through_a_unix_socket(module, unix_server):
+    result = module("health_gate", {"url": "http://localhost/healthy", "unix_socket": unix_server,
+                                    "json_field": "status", "json_value": "healthy", "successes": 2,
+                                    "interval": 0.05, "timeout": 5})
+    assert result["_rc"] == 0, result
+
+
+def test_fails_fast_when_the_unit_has_failed(module, server, tmp_path):
+    bindir = _fake_systemd(tmp_path, "failed")
+    result = module("health_gate", {"url": server + "/error", "unit": "botstack-api@green.service",
+                                    "timeout": 30, "interval": 0.5}, extra_path=bindir)
+    assert result["failed"] is True
+    assert result["elapsed"] < 5, "the gate waited instead of failing fast"
+    assert "entered the failed state" in result["msg"]
+    assert "ImportError: No module named fastapi" in result["msg"]
+    assert result["journal"] == ["api[42]: ImportError: No module named fastapi"]
+
+
+def test_an_active_unit_does_not_stop_the_gate(module, server, tmp_path):
+    bindir = _fake_systemd(tmp_path, "active")
+    result = module("health_gate", {"url": server + "/healthy", "unit": "botstack-api@green.service",
+                                    "successes": 2, "interval": 0.05, "timeout": 5}, extra_path=bindir)
+    assert result["_rc"] == 0, result
+    assert result["unit_state"]["ActiveState"] == "active"
+
+
+def test_runs_in_check_mode(module, server):
+    result = module("health_gate", {"url": server + "/healthy", "successes": 1, "timeout": 5}, check=True)
+    assert result["_rc"] == 0 and result["changed"] is False
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    ({"url": "localhost:8000/health"}, 'url must be an http(s) URL, got "localhost:8000/health"'),
+    ({"url": "http://127.0.0.1/", "timeout": 0}, "timeout must be greater than 0"),
+    ({"url": "http://127.0.0.1/", "timeout": -1}, "timeout must be greater than 0"),
+    ({"url": "http://127.0.0.1/", "request_timeout": 0}, "request_timeout must be greater than 0"),
+    ({"url": "http://127.0.0.1/", "successes": 0}, "successes must be at least 1"),
+    ({"url": "http://127.0.0.1/", "json_field": "status"}, "json_value is required with json_field"),
+])
+def test_bad_input_names_the_option(module, args, fragment):
+    result = module("health_gate", args)
+    assert result["failed"] is True
+    assert fragment in result["msg"]
+    assert "attempts" not in result
