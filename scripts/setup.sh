@@ -63,6 +63,17 @@ step venv "$(.venv/bin/ansible --version | head -n1)"
 # --- collections ---------------------------------------------------------
 .venv/bin/python scripts/install-collections.py 2>&1 | grep -v 'is ignored: it is neither' | sed 's/^/[setup] /'
 
+# --- ansible-test's pip bootstrap (its usual download host is unreachable) ---
+pip_version=$(.venv/bin/python - <<'PY'
+import pathlib, re, ansible_test
+src = (pathlib.Path(ansible_test.__file__).parent / "_internal" / "python_requirements.py").read_text()
+print(re.search(r"pip='([0-9.]+)'", src).group(1))
+PY
+)
+mkdir -p ~/.ansible/test/cache
+install -m 0644 scripts/get_pip_offline.py ~/.ansible/test/cache/"get_pip_${pip_version//./_}.py"
+step ansible-test "pip $pip_version bootstrap from ensurepip + index"
+
 # --- test images ---------------------------------------------------------
 for suite in ${BOTSTACK_TEST_SUITES:-bookworm}; do
   step image "$(scripts/build-test-image.sh "$suite")"

@@ -20,11 +20,15 @@ description:
   - The failure message itself carries the evidence (last status, error, body, journal).
   - Read-only; runs the same in check mode. Works on the target (checking localhost) and when
     delegated to the controller.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 options:
   url:
     description: C(http://) or C(https://) URL to poll. With I(unix_socket), its host only sets the Host header.
@@ -81,7 +85,7 @@ options:
     type: int
     default: 30
 author:
-  - botstack.deploy contributors
+  - botstack.deploy maintainers (@botstack)
 """
 
 EXAMPLES = r"""
@@ -214,8 +218,9 @@ def unit_state(module, unit):
         return {"error": (err or out).strip()}
     state = {}
     for line in out.splitlines():
-        key, _, value = line.partition("=")
-        state[key] = value
+        key, sep, value = line.partition("=")
+        if sep:
+            state[key] = value
     return state
 
 

@@ -18,11 +18,14 @@ description:
     at a missing or partial release, even if the process is killed at any step.
 extends_documentation_fragment:
   - botstack.deploy.release
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: posix
 options:
   release_id:
     description:
@@ -64,7 +67,7 @@ options:
     type: bool
     default: true
 author:
-  - botstack.deploy contributors
+  - botstack.deploy maintainers (@botstack)
 """
 
 EXAMPLES = r"""

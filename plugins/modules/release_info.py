@@ -15,13 +15,16 @@ description:
     release and the release a rollback would return to. Changes nothing.
 extends_documentation_fragment:
   - botstack.deploy.release
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 author:
-  - botstack.deploy contributors
+  - botstack.deploy maintainers (@botstack)
 """
 
 EXAMPLES = r"""
