@@ -53,6 +53,27 @@ def container_address(name: str) -> str:
     return next(n["IPAddress"] for n in networks.values() if n.get("IPAddress"))
 
 
+def run_module(host_name: str, module: str, args: dict, check: bool = False) -> dict:
+    """Run one module on a scenario host through ansible's json callback.
+
+    testinfra's host.ansible() reads the tree callback, which no longer carries
+    "failed" on ansible-core 2.19+; the json callback does.
+    """
+    cmd = ["ansible", host_name, "-i", str(molecule_path("MOLECULE_INVENTORY_FILE")),
+           "-m", module, "-a", json.dumps(args)]
+    if check:
+        cmd.append("--check")
+    env = dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    try:
+        document = json.loads(proc.stdout)
+    except ValueError:
+        pytest.fail(f"ansible {module} printed no JSON (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    result = document["plays"][0]["tasks"][0]["hosts"][host_name]
+    result.setdefault("failed", False)
+    return result
+
+
 @pytest.fixture(scope="session")
 def ephemeral_dir() -> pathlib.Path:
     return molecule_path("MOLECULE_EPHEMERAL_DIRECTORY")
