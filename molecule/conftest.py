@@ -74,6 +74,22 @@ def run_module(host_name: str, module: str, args: dict, check: bool = False) -> 
     return result
 
 
+def assert_role_rejects(role: str, role_vars: dict, fragment: str, tmp_dir: pathlib.Path) -> None:
+    """Apply a role with bad input: it must fail with a message naming the problem,
+    having changed nothing on the host."""
+    playbook = tmp_dir / f"reject-{role}-{abs(hash(json.dumps(role_vars, sort_keys=True)))}.yml"
+    playbook.write_text(json.dumps([{
+        "name": f"Reject bad input for {role}",
+        "hosts": "all",
+        "roles": [{"role": f"botstack.deploy.{role}", "vars": role_vars}],
+    }]))
+    result = run_playbook(playbook)
+    recap = play_recap(result.stdout)
+    assert result.returncode != 0, f"{role} accepted {role_vars}:\n{result.stdout[-3000:]}"
+    assert fragment in result.stdout + result.stderr, result.stdout[-3000:]
+    assert recap and all(c["changed"] == 0 for c in recap.values()), recap
+
+
 @pytest.fixture(scope="session")
 def ephemeral_dir() -> pathlib.Path:
     return molecule_path("MOLECULE_EPHEMERAL_DIRECTORY")

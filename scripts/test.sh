@@ -12,7 +12,7 @@ logs=.cache/test-logs
 mkdir -p "$logs" "$BOTSTACK_APT_CACHE/partial"
 
 # Scenario order: fastest and most foundational first, so failures come early.
-default_scenarios=(modules base)
+default_scenarios=(modules redis base)
 read -r -a scenarios <<< "${SCENARIOS:-${default_scenarios[*]}}"
 
 stage_lint() {
