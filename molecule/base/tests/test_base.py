@@ -6,7 +6,7 @@ import re
 import subprocess
 
 import pytest
-from conftest import container_address
+from conftest import assert_role_rejects, container_address
 from instruments import lynis_in_container, ssh_audit_in_container
 
 ADMIN = "opsadmin"
@@ -142,3 +142,36 @@ def test_lynis_hardening_index(host, reports_dir):
         {k: lynis[k] for k in ("index", "suggestions", "warnings")}, indent=2))
     assert lynis["index"] >= LYNIS_TARGET, (
         f"Lynis index {lynis['index']} < {LYNIS_TARGET}; suggestions: {lynis['suggestions']}")
+
+
+KEY = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHlCt1pbZ0QOkt3oQcp0zGO8NnIzNTq5XtFxK9fVn0vG alice@laptop"]
+
+
+@pytest.mark.parametrize(("role_vars", "fragment"), [
+    ({"base_ssh_allow_cidrs": ["10.0.0.0/33"]}, 'base_ssh_allow_cidrs entry "10.0.0.0/33" is not a network'),
+    ({"base_ssh_allow_cidrs": ["office"]}, 'base_ssh_allow_cidrs entry "office" is not a network'),
+    ({"base_ssh_port": 70000}, "base_ssh_port must be between 1 and 65535, got 70000"),
+    ({"base_admin_users": []}, "Lockout guard: base_ssh_password_authentication is false"),
+    ({"base_admin_users": [{"name": "alice", "authorized_keys": []}]}, 'base_admin_users entry "alice" has no authorized_keys'),
+    ({"base_firewall_rules": [{"port": "5432", "from": ["10.1.2.300/24"]}]}, "base_firewall_rules entry for port 5432"),
+    ({"base_unattended_upgrades_reboot_time": "25:00"}, "base_unattended_upgrades_reboot_time must be HH:MM"),
+])
+def test_bad_input_is_rejected_before_anything_changes(role_vars, fragment, ephemeral_dir):
+    assert_role_rejects("base", {"base_admin_users": [{"name": "alice", "authorized_keys": KEY}], **role_vars},
+                        fragment, ephemeral_dir)
+
+
+def test_lockout_guard_protects_the_connecting_ssh_user(host, ephemeral_dir):
+    """Over real SSH as opsadmin: a run that would drop opsadmin is refused."""
+    ssh_vars = {
+        "ansible_connection": "ansible.builtin.ssh",
+        "ansible_host": container_address(host.backend.host),
+        "ansible_user": ADMIN,
+        "ansible_ssh_private_key_file": str(ephemeral_dir / "admin_ed25519"),
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+    }
+    assert_role_rejects("base", {"base_admin_users": [{"name": "alice", "authorized_keys": KEY}]},
+                        'Lockout guard: this run connects over SSH as "opsadmin"', ephemeral_dir, play_vars=ssh_vars)
+    assert_role_rejects("base", {"base_admin_users": [{"name": ADMIN, "authorized_keys": KEY}],
+                                 "base_ssh_allow_cidrs": ["203.0.113.0/24"]},
+                        "outside base_ssh_allow_cidrs", ephemeral_dir, play_vars=ssh_vars)
