@@ -3,7 +3,6 @@ SHELL := /bin/bash
 VENV  := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections:$(CURDIR)
-export BOTSTACK_APT_CACHE := $(CURDIR)/.cache/apt-archives
 export NO_COLOR := 1
 
 .PHONY: help setup test lint unit sanity molecule demo build clean

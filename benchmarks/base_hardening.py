@@ -40,7 +40,6 @@ def changed(output: str) -> int:
 
 
 def main() -> int:
-    os.environ.setdefault("BOTSTACK_APT_CACHE", str(ROOT / ".cache" / "apt-archives"))
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench-base-"))
     molecule("destroy")
     molecule("create")

@@ -75,13 +75,13 @@ def run_module(host_name: str, module: str, args: dict, check: bool = False) -> 
 
 
 def assert_role_rejects(role: str, role_vars: dict, fragment: str, tmp_dir: pathlib.Path,
-                        play_vars: dict | None = None) -> None:
+                        play_vars: dict | None = None, hosts: str = "all") -> None:
     """Apply a role with bad input: it must fail with a message naming the problem,
     having changed nothing on the host."""
     playbook = tmp_dir / f"reject-{role}-{abs(hash(json.dumps(role_vars, sort_keys=True)))}.yml"
     playbook.write_text(json.dumps([{
         "name": f"Reject bad input for {role}",
-        "hosts": "all",
+        "hosts": hosts,
         "become": True,
         "vars": play_vars or {},
         "roles": [{"role": f"botstack.deploy.{role}", "vars": role_vars}],

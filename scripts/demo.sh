@@ -8,24 +8,18 @@ export PATH="$PWD/.venv/bin:$PATH"
 export ANSIBLE_COLLECTIONS_PATH="$PWD/.collections:$PWD"
 export NO_COLOR=1 ANSIBLE_NOCOLOR=1
 name=botstack-demo
-image="${BOTSTACK_TEST_IMAGE:-botstack-systemd-bookworm:latest}"
 work=.cache/demo
-mkdir -p "$work" .cache/apt-archives/partial
+mkdir -p "$work"
 
 say() { printf '\n[demo] %s\n' "$*"; }
-cleanup() { [[ "${KEEP:-0}" == 1 ]] || docker rm -f "$name" >/dev/null 2>&1 || true; }
+cleanup() { [[ "${KEEP:-0}" == 1 ]] || molecule destroy -s demo >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
 [[ -f "$work/demo_ed25519" ]] || ssh-keygen -q -t ed25519 -N '' -C demo@botstack -f "$work/demo_ed25519"
 
-say "starting a fresh systemd container ($image)"
-docker rm -f "$name" >/dev/null 2>&1 || true
-docker run -d --name "$name" --hostname "$name" --label botstack.test=true \
-  --cgroupns host --cap-add SYS_ADMIN --cap-add NET_ADMIN \
-  --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
-  --tmpfs /run --tmpfs /run/lock -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
-  -v "$PWD/.cache/apt-archives:/var/cache/apt/archives" \
-  "$image" /lib/systemd/systemd >/dev/null
+say "starting a fresh systemd container (molecule scenario demo)"
+molecule destroy -s demo >/dev/null 2>&1 || true
+molecule create -s demo >"$work/create.log" 2>&1 || { tail -n 30 "$work/create.log"; exit 1; }
 for _ in $(seq 1 30); do
   state=$(docker exec "$name" systemctl is-system-running 2>/dev/null || true)
   [[ "$state" == running || "$state" == degraded ]] && break

@@ -78,5 +78,6 @@ step ansible-test "pip $pip_version bootstrap from ensurepip + index"
 for suite in ${BOTSTACK_TEST_SUITES:-bookworm}; do
   step image "$(scripts/build-test-image.sh "$suite")"
 done
-mkdir -p .cache/apt-archives/partial
+# Host-wide apt archive shared by every test container (a package downloads once per machine).
+mkdir -p /var/cache/botstack/apt-archives/partial
 step done "in $((SECONDS - t0)) s"

@@ -6,13 +6,12 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 export ANSIBLE_COLLECTIONS_PATH="$PWD/.collections:$PWD"
-export BOTSTACK_APT_CACHE="${BOTSTACK_APT_CACHE:-$PWD/.cache/apt-archives}"
 export NO_COLOR=1 ANSIBLE_NOCOLOR=1 PY_COLORS=0
 logs=.cache/test-logs
-mkdir -p "$logs" "$BOTSTACK_APT_CACHE/partial"
+mkdir -p "$logs"
 
 # Scenario order: fastest and most foundational first, so failures come early.
-default_scenarios=(modules redis base)
+default_scenarios=(modules redis postgresql base)
 read -r -a scenarios <<< "${SCENARIOS:-${default_scenarios[*]}}"
 
 stage_lint() {

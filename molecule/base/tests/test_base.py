@@ -172,6 +172,9 @@ def test_lockout_guard_protects_the_connecting_ssh_user(host, ephemeral_dir):
     }
     assert_role_rejects("base", {"base_admin_users": [{"name": "alice", "authorized_keys": KEY}]},
                         'Lockout guard: this run connects over SSH as "opsadmin"', ephemeral_dir, play_vars=ssh_vars)
-    assert_role_rejects("base", {"base_admin_users": [{"name": ADMIN, "authorized_keys": KEY}],
+    assert_role_rejects("base", {"base_admin_users": [{"name": ADMIN, "authorized_keys": KEY}]},
+                        f'the authorized_keys given for "{ADMIN}" share no key', ephemeral_dir, play_vars=ssh_vars)
+    own_key = [(ephemeral_dir / "admin_ed25519.pub").read_text().strip()]
+    assert_role_rejects("base", {"base_admin_users": [{"name": ADMIN, "authorized_keys": own_key}],
                                  "base_ssh_allow_cidrs": ["203.0.113.0/24"]},
                         "outside base_ssh_allow_cidrs", ephemeral_dir, play_vars=ssh_vars)
