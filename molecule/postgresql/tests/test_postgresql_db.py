@@ -13,7 +13,7 @@ def sql(host, query, db="postgres"):
 
 def test_service_is_running(host):
     assert host.service("postgresql@15-main").is_running
-    assert host.socket("tcp://5432").is_listening
+    assert host.socket("tcp://127.0.0.1:5432").is_listening
 
 
 @pytest.mark.parametrize(("setting", "expected"), [
