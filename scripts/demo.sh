@@ -53,9 +53,15 @@ printf '  ssh offers: '
 ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
   -o PreferredAuthentications=none "root@$address" true 2>&1 | grep -o 'Permission denied.*' || true
 printf '  admin key login: '
-ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes \
-  -i "$work/demo_ed25519" "demo@$address" 'echo "ok as $(id -un), sudo -> $(sudo -n id -un)"'
-printf '  services: '; docker exec "$name" systemctl is-active ssh fail2ban redis-server | paste -sd' '
+ssh -q -o LogLevel=ERROR -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes \
+  -i "$work/demo_ed25519" "demo@$address" 'echo "ok as $(id -un), sudo -> $(sudo -n id -un)"' 2>/dev/null
+printf '  services (ssh fail2ban postgresql redis): '
+docker exec "$name" systemctl is-active ssh fail2ban postgresql@15-main redis-server | paste -sd' '
+db_pass=$(ansible-vault view --vault-password-file inventories/demo/vault-password.txt inventories/demo/group_vars/all/vault.yml |
+  awk '/vault_db_bot_password/ {print $2}')
+printf '  postgresql as bot over TLS: '
+docker exec -e PGPASSWORD="$db_pass" "$name" psql -XAtq "host=localhost user=bot dbname=botstack sslmode=require" \
+  -c "SELECT 'ssl=' || ssl || ' ' || version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
 ops_pass=$(ansible-vault view --vault-password-file inventories/demo/vault-password.txt inventories/demo/group_vars/all/vault.yml |
   awk '/vault_redis_ops_password/ {print $2}')
 bot_pass=$(ansible-vault view --vault-password-file inventories/demo/vault-password.txt inventories/demo/group_vars/all/vault.yml |
