@@ -60,6 +60,17 @@ if [[ ! -x .venv/bin/python || "$(cat .venv/.stamp 2>/dev/null)" != "$req_hash" 
 fi
 step venv "$(.venv/bin/ansible --version | head -n1)"
 
+# --- instruments (sslyze, gixy-ng) in their own venv -----------------------
+tools_hash=$(sha256sum requirements/tools.txt | cut -c1-16)
+if [[ ! -x .venv-tools/bin/sslyze || "$(cat .venv-tools/.stamp 2>/dev/null)" != "$tools_hash" ]]; then
+  rm -rf .venv-tools
+  "$(.venv/bin/python -c 'import sys; print(sys._base_executable)')" -m venv .venv-tools
+  .venv-tools/bin/pip install --quiet -r requirements/tools.txt 2>&1 | grep -v 'is ignored: it is neither' || true
+  .venv-tools/bin/sslyze --help >/dev/null
+  echo "$tools_hash" > .venv-tools/.stamp
+fi
+step tools "sslyze, gixy-ng in .venv-tools"
+
 # --- collections ---------------------------------------------------------
 .venv/bin/python scripts/install-collections.py 2>&1 | grep -v 'is ignored: it is neither' | sed 's/^/[setup] /'
 

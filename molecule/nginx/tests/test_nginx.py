@@ -1,0 +1,127 @@
+"""nginx converged by botstack.deploy.nginx, with a certificate from Pebble."""
+from __future__ import annotations
+
+import pathlib
+import subprocess
+
+import pytest
+import requests
+import urllib3
+from conftest import assert_role_rejects, container_address, molecule_path
+
+TOOLS = molecule_path("MOLECULE_PROJECT_DIRECTORY") / ".venv-tools" / "bin"
+CURL = "curl -sS --cacert /tmp/pebble-roots.pem --resolve app.test:443:127.0.0.1"
+PEBBLE = "--server https://localhost:14000/dir --no-random-sleep-on-renew"
+
+
+@pytest.fixture(scope="module")
+def pebble_root(host):
+    """Pebble's issuing root, from its management interface."""
+    host.check_output("curl -sS --cacert /etc/pebble/ca.crt https://127.0.0.1:15000/roots/0 > /tmp/pebble-roots.pem")
+    return "/tmp/pebble-roots.pem"
+
+
+def test_certificate_was_issued_by_pebble_through_http01(host, pebble_root):
+    out = host.run("openssl s_client -connect 127.0.0.1:443 -servername app.test -CAfile %s -verify_return_error"
+                   " </dev/null 2>&1", pebble_root).stdout
+    assert "Verify return code: 0 (ok)" in out, out
+    assert host.check_output("readlink /etc/nginx/botstack/ssl/botstack.crt") == "/etc/letsencrypt/live/app.test/fullchain.pem"
+
+
+def test_certbot_renew_dry_run_against_pebble(host):
+    result = host.run("REQUESTS_CA_BUNDLE=/etc/pebble/ca.crt certbot renew --dry-run " + PEBBLE)
+    assert result.rc == 0, result.stdout + result.stderr
+    assert host.file("/etc/letsencrypt/renewal-hooks/deploy/50-botstack-reload-nginx").mode == 0o755
+    assert host.service("certbot.timer").is_enabled
+
+
+def test_https_response_carries_every_header(host, pebble_root):
+    headers = host.check_output(CURL + " -D - -o /dev/null https://app.test/").lower()
+    assert headers.startswith("http/2 200")
+    for expected in ["strict-transport-security: max-age=31536000", "x-frame-options: deny",
+                     "content-security-policy: default-src 'self'", "x-content-type-options: nosniff",
+                     "referrer-policy: strict-origin-when-cross-origin"]:
+        assert expected in headers, headers
+    assert "server: nginx\r" in headers or "server: nginx\n" in headers  # no version
+
+
+def test_http_redirects_to_https_except_acme(host):
+    redirect = host.check_output("curl -sS -o /dev/null -w '%{http_code} %{redirect_url}' -H 'Host: app.test' http://127.0.0.1/x")
+    assert redirect == "301 https://app.test/x"
+    host.run("printf ok > /var/www/letsencrypt/.well-known/acme-challenge/probe 2>/dev/null ||"
+             " (mkdir -p /var/www/letsencrypt/.well-known/acme-challenge && printf ok > /var/www/letsencrypt/.well-known/acme-challenge/probe)")
+    assert host.check_output("curl -sS -H 'Host: app.test' http://127.0.0.1/.well-known/acme-challenge/probe") == "ok"
+
+
+def test_static_files_and_gzip(host, pebble_root):
+    assert host.check_output(CURL + " https://app.test/static/health") == "health from the app"
+    encoding = host.check_output(CURL + " -H 'Accept-Encoding: gzip' -D - -o /dev/null https://app.test/static/index.html")
+    assert "content-type: text/html" in encoding.lower()
+
+
+def test_metrics_only_from_localhost(host, pebble_root):
+    assert host.check_output(CURL + " https://app.test/metrics") == "metrics from the app"
+    urllib3.disable_warnings()
+    address = container_address(host.backend.host)
+    outside = requests.get(f"https://{address}/metrics", headers={"Host": "app.test"}, verify=False, timeout=10)
+    assert outside.status_code == 403
+
+
+def test_rate_limit_returns_429_past_the_burst(host, pebble_root):
+    codes = host.check_output(
+        "for i in $(seq 1 40); do " + CURL + " -o /dev/null -w '%{http_code}\\n' https://app.test/; done").split()
+    assert codes[0] == "200"
+    assert "429" in codes, codes
+    premium = host.check_output(CURL + " -H 'X-Api-Key: k1' -o /dev/null -w '%{http_code}' https://app.test/")
+    assert premium == "200"
+
+
+def test_access_log_is_json(host):
+    line = host.check_output("tail -n 1 /var/log/nginx/botstack.access.log")
+    assert line.startswith('{"time":') and '"status":' in line
+
+
+def test_sslyze_mozilla_intermediate(host, reports_dir, pebble_root):
+    address = container_address(host.backend.host)
+    roots = reports_dir / "pebble-roots.pem"
+    roots.write_text(host.check_output("cat %s", pebble_root) + "\n")
+    result = subprocess.run([str(TOOLS / "sslyze"), "--mozilla_config=intermediate", "--certinfo",
+                             f"--certinfo_ca_file={roots}", f"app.test:443{{{address}}}"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    (reports_dir / "sslyze.txt").write_text(result.stdout)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "app.test:443: OK - Compliant." in result.stdout
+
+
+def test_gixy_finds_no_issues(host, reports_dir):
+    dump = host.check_output("nginx -T 2>/dev/null")
+    path = pathlib.Path(reports_dir) / "nginx-T.conf"
+    path.write_text(dump)
+    result = subprocess.run([str(TOOLS / "gixy"), "-", "-f", "text"], input=dump, capture_output=True, text=True,
+                            timeout=60, check=False)
+    (reports_dir / "gixy.txt").write_text(result.stdout + result.stderr)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No issues found" in result.stdout or "Total issues" not in result.stdout, result.stdout
+
+
+def test_rejected_config_is_rolled_back_and_nginx_keeps_serving(host, ephemeral_dir, pebble_root):
+    before = host.file("/etc/nginx/sites-available/botstack.conf").sha256sum
+    assert_role_rejects("nginx", {"nginx_server_name": "app.test", "nginx_acme_email": "ops@botstack.test",
+                                  "nginx_acme_directory": "https://localhost:14000/dir",
+                                  "nginx_acme_ca_bundle": "/etc/pebble/ca.crt", "nginx_static_root": "/srv/upstream",
+                                  "nginx_server_extra": ["bogus_directive on;"]},
+                        "nginx -t rejected the new configuration", ephemeral_dir, allow_changes=True)
+    assert host.file("/etc/nginx/sites-available/botstack.conf").sha256sum == before
+    assert host.run("nginx -t").rc == 0
+    assert host.check_output(CURL + " -o /dev/null -w '%{http_code}' https://app.test/static/health") == "200"
+
+
+@pytest.mark.parametrize(("role_vars", "fragment"), [
+    ({"nginx_tls_mode": "self_signed"}, "nginx_tls_mode is self_signed, so nginx_server_name must be a domain name"),
+    ({"nginx_server_name": "app.test", "nginx_acme_email": "not-an-email"}, "nginx_acme_email must be an email address"),
+    ({"nginx_server_name": "app.test", "nginx_acme_email": "a@b.test", "nginx_rate_limit": "lots"}, "must look like"),
+    ({"nginx_server_name": "app.test", "nginx_acme_email": "a@b.test",
+      "nginx_content_security_policy": "default-src 'self'\nX-Evil: 1"}, "must be one line"),
+])
+def test_bad_input_is_rejected_before_anything_changes(role_vars, fragment, ephemeral_dir):
+    assert_role_rejects("nginx", role_vars, fragment, ephemeral_dir)
