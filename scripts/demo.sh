@@ -69,4 +69,15 @@ bot_pass=$(ansible-vault view --vault-password-file inventories/demo/vault-passw
 printf '  redis without auth: '; docker exec "$name" redis-cli ping | head -n1
 printf '  redis ops user: '; docker exec "$name" redis-cli --user ops --pass "$ops_pass" --no-auth-warning ping
 printf '  redis app user FLUSHALL: '; docker exec "$name" redis-cli --user bot --pass "$bot_pass" --no-auth-warning flushall | head -n1
+printf '  nginx: '
+python - "$address" <<'PY'
+import sys, requests, urllib3
+urllib3.disable_warnings()
+ip = sys.argv[1]
+plain = requests.get(f"http://{ip}/", headers={"Host": "demo.botstack.test"}, allow_redirects=False, timeout=10)
+tls = requests.get(f"https://{ip}/", headers={"Host": "demo.botstack.test"}, verify=False, timeout=10)
+print(f"http -> {plain.status_code} {plain.headers.get('Location')}; https -> {tls.status_code}"
+      f" (no app deployed yet), HSTS {tls.headers.get('Strict-Transport-Security')!r},"
+      f" CSP {tls.headers.get('Content-Security-Policy')!r}")
+PY
 say "done; logs in $work/ (KEEP=1 keeps the container)"
