@@ -52,7 +52,7 @@ def main() -> int:
     subprocess.run(["docker", "exec", HOST, "apt-get", "purge", "-y", "-qq", "lynis"], capture_output=True, check=False)
     first, first_out = molecule("converge")
     second, second_out = molecule("converge")
-    check, check_out = molecule("check")
+    check, check_out = molecule("converge", "--", "--check", "--diff")
     ours_ssh = ssh_audit_in_container(HOST, 22, work)
     ours_lynis = lynis_in_container(HOST)
     molecule("destroy")
