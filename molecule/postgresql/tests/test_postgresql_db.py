@@ -7,12 +7,18 @@ from conftest import assert_role_rejects
 testinfra_hosts = ["pg-db"]
 
 
+@pytest.fixture(scope="module")
+def version(host):
+    """Major version the role picked for this distribution."""
+    return host.check_output("ls /etc/postgresql | grep -E '^[0-9]+$' | sort -n | tail -n1")
+
+
 def sql(host, query, db="postgres"):
     return host.check_output("sudo -u postgres psql -XAtq -d %s -c %s", db, query)
 
 
-def test_service_is_running(host):
-    assert host.service("postgresql@15-main").is_running
+def test_service_is_running(host, version):
+    assert host.service(f"postgresql@{version}-main").is_running
     assert host.socket("tcp://127.0.0.1:5432").is_listening
 
 
@@ -51,10 +57,10 @@ def test_database_extension_and_grants(host):
     assert sql(host, "SELECT has_schema_privilege('reporting', 'public', 'USAGE')", db="botstack") == "t"
 
 
-def test_key_and_config_permissions(host):
+def test_key_and_config_permissions(host, version):
     key = host.file("/etc/postgresql/ssl/server.key")
     assert key.user == "postgres" and key.mode == 0o600
-    assert host.file("/etc/postgresql/15/main/pg_hba.conf").mode == 0o640
+    assert host.file(f"/etc/postgresql/{version}/main/pg_hba.conf").mode == 0o640
 
 
 @pytest.mark.parametrize(("role_vars", "fragment"), [
