@@ -38,7 +38,8 @@ step engine "$(docker version --format 'server {{.Server.Version}}')"
 # --- controller venv -----------------------------------------------------
 pick_python() {
   local root candidate best=""
-  root=$(pyenv root 2>/dev/null || true)
+  # pyenv may be installed without being on PATH (CI's environment).
+  root=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")
   if [[ -n "$root" ]]; then
     # Newest CPython >= 3.12 that pyenv has: ansible-core 2.21 needs it.
     for candidate in $(ls -1 "$root/versions" 2>/dev/null | grep -E '^3\.(1[2-9])\.[0-9]+$' | sort -V); do
