@@ -29,16 +29,29 @@ def _default(spec: dict) -> str:
     return f"`{yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}`"
 
 
-def render(role: pathlib.Path) -> str:
-    spec = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]
+def _table(options: dict) -> list[str]:
     rows = ["| Variable | Type | Default | Description |", "|---|---|---|---|"]
-    for name, opt in spec["options"].items():
+    for name, opt in options.items():
         desc = opt.get("description", "")
         desc = " ".join(desc) if isinstance(desc, list) else desc
         if "choices" in opt:
             desc += " Choices: " + ", ".join(f"`{c}`" for c in opt["choices"]) + "."
+        if opt.get("required"):
+            desc = "**Required.** " + desc
         kind = opt.get("type", "str") + (f" of {opt['elements']}" if "elements" in opt else "")
         rows.append(f"| `{name}` | {kind} | {_cell(_default(opt))} | {_cell(desc)} |")
+    return rows
+
+
+def render(role: pathlib.Path) -> str:
+    specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    rows = _table(specs["main"]["options"])
+    # Further entry points (include_role tasks_from) get a table each.
+    for entry, spec in specs.items():
+        if entry == "main":
+            continue
+        rows += ["", f"Entry point `{entry}` (`tasks_from: {entry}`): {_cell(spec.get('short_description', ''))}",
+                 "", *_table(spec.get("options", {}))]
     return "\n".join([BEGIN, *rows, END])
 
 
