@@ -9,6 +9,7 @@ Side by side on this host, same interpreter, same lock (examples/botapp/requirem
   module pip cold  botstack.deploy.python_venv installer=pip, empty cache
   module uv cold   botstack.deploy.python_venv installer=uv, empty uv cache
   module uv warm   a new venv store, uv cache filled
+  ... no bytecode  both installers without compiling .pyc files (the role compiles: venvs are read-only)
   reuse            the same call again: the venv exists, nothing is installed
 
 The module runs as Ansible runs it (a Python process reading its arguments from
@@ -50,12 +51,12 @@ def timed(argv: list[str], env: dict) -> float:
     return time.monotonic() - start
 
 
-def naive_pip(python: str, work: pathlib.Path, cache: pathlib.Path) -> float:
+def naive_pip(python: str, work: pathlib.Path, cache: pathlib.Path, *extra: str) -> float:
     venv = work / f"naive-{time.monotonic_ns()}"
     env = clean_env()
     start = time.monotonic()
     timed([python, "-m", "venv", str(venv)], env)
-    timed([str(venv / "bin" / "pip"), "install", "--cache-dir", str(cache), "-r", str(LOCK)], env)
+    timed([str(venv / "bin" / "pip"), "install", "--cache-dir", str(cache), *extra, "-r", str(LOCK)], env)
     return time.monotonic() - start
 
 
@@ -77,7 +78,7 @@ def module(args: dict, work: pathlib.Path) -> tuple[float, dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python", default="/usr/bin/python3", help="interpreter the venvs are built on")
-    parser.add_argument("--runs", type=int, default=3, help="repetitions of the warm and reuse cases")
+    parser.add_argument("--runs", type=int, default=3, help="repetitions of each case (fresh caches for cold ones)")
     opts = parser.parse_args()
     uv = shutil.which("uv") or str(pathlib.Path(sys.executable).parent / "uv")
     version = subprocess.check_output([opts.python, "-c", "import platform; print(platform.python_version())"],
@@ -89,20 +90,31 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="botstack-venv-bench-") as tmp:
         work = pathlib.Path(tmp)
 
-        pip_cache = work / "pip-cache"
-        rows.append(("naive pip, cold cache", [naive_pip(opts.python, work, pip_cache)]))
-        rows.append(("naive pip, warm cache", [naive_pip(opts.python, work, pip_cache) for _ in range(opts.runs)]))
+        rows.append(("naive pip, cold cache",
+                     [naive_pip(opts.python, work, work / f"pip-cache-{run}") for run in range(opts.runs)]))
+        rows.append(("naive pip, warm cache",
+                     [naive_pip(opts.python, work, work / "pip-cache-0") for _ in range(opts.runs)]))
 
-        def venv_args(store: str, cache: str, installer: str) -> dict:
+        def venv_args(store: str, cache: str, installer: str, compile_bytecode: bool = True) -> dict:
             return {"venvs_dir": str(work / store), "interpreter": opts.python, "requirements": str(LOCK),
                     "seed_packages": SEED, "installer": installer, "uv_path": uv, "cache_dir": str(work / cache),
-                    "ca_bundle": CA}
+                    "ca_bundle": CA, "compile_bytecode": compile_bytecode}
 
-        elapsed, result = module(venv_args("store-pip", "cache-pip", "pip"), work)
-        rows.append(("module pip, cold cache", [elapsed]))
-        elapsed, result = module(venv_args("store-uv", "cache-uv", "uv"), work)
-        assert result["changed"] and result["installer"] == "uv"
-        rows.append(("module uv, cold cache", [elapsed]))
+        rows.append(("module pip, cold cache", [module(venv_args(f"store-pip-{run}", f"cache-pip-{run}", "pip"), work)[0]
+                                                for run in range(opts.runs)]))
+        cold = []
+        for run in range(opts.runs):
+            elapsed, result = module(venv_args(f"store-uv-cold-{run}", f"cache-uv-cold-{run}", "uv"), work)
+            assert result["changed"] and result["installer"] == "uv"
+            cold.append(elapsed)
+        rows.append(("module uv, cold cache", cold))
+        # Without bytecode compilation on either side: the installers alone.
+        rows.append(("naive pip --no-compile, cold cache",
+                     [naive_pip(opts.python, work, work / f"pip-nc-{run}", "--no-compile") for run in range(opts.runs)]))
+        rows.append(("module uv no bytecode, cold cache",
+                     [module(venv_args(f"store-uv-nc-{run}", f"cache-uv-nc-{run}", "uv", False), work)[0]
+                      for run in range(opts.runs)]))
+        module(venv_args("store-uv", "cache-uv", "uv"), work)
         warm = []
         for run in range(opts.runs):
             elapsed, result = module(venv_args(f"store-uv-{run}", "cache-uv", "uv"), work)
@@ -126,6 +138,8 @@ def main() -> int:
         print(f"{name:<36} {medians[name]:>9.2f} {min(values):>8.2f} {len(values):>5}")
     print(f"uv cold vs naive pip cold: {medians['naive pip, cold cache'] / medians['module uv, cold cache']:.1f}x faster")
     print(f"uv cold vs module pip cold: {medians['module pip, cold cache'] / medians['module uv, cold cache']:.1f}x faster")
+    print("without bytecode, uv cold vs naive pip cold: "
+          f"{medians['naive pip --no-compile, cold cache'] / medians['module uv no bytecode, cold cache']:.1f}x faster")
     print(f"uv warm vs naive pip warm: {medians['naive pip, warm cache'] / medians['module uv, warm cache']:.1f}x faster")
     print(f"reuse: {medians['reuse (same lock), module process']:.2f} s (target <= 1 s)")
     return 0

@@ -69,6 +69,9 @@ bot_pass=$(ansible-vault view --vault-password-file inventories/demo/vault-passw
 printf '  redis without auth: '; docker exec "$name" redis-cli ping | head -n1
 printf '  redis ops user: '; docker exec "$name" redis-cli --user ops --pass "$ops_pass" --no-auth-warning ping
 printf '  redis app user FLUSHALL: '; docker exec "$name" redis-cli --user bot --pass "$bot_pass" --no-auth-warning flushall | head -n1
+printf '  python: '
+docker exec "$name" sh -c 'echo "$(python3 --version) (system provider), $(/opt/botstack/python-tools/bin/uv --version),'\
+' venv store $(stat -c "%n %a %U" /opt/botstack/venvs)"'
 printf '  nginx: '
 python - "$address" <<'PY'
 import sys, requests, urllib3

@@ -54,6 +54,12 @@ options:
     type: list
     elements: str
     default: []
+  compile_bytecode:
+    description:
+      - Compile every module to bytecode at build time. The venvs are read-only to the application, which
+        otherwise recompiles in memory at every process start. Part of the key.
+    type: bool
+    default: true
   installer:
     description: C(uv) (fast, relocatable scripts), C(pip) (C(python -m venv) + pip), or C(auto) (uv when found, else pip).
     type: str
@@ -225,11 +231,10 @@ class Builder(object):
         self.run([uv, "venv", "--no-config", "--no-project", "--relocatable", "--quiet",
                   "--prompt", name, "--python", interpreter, temp], "uv venv", env)
         python = os.path.join(temp, "bin", "python")
-        install = [uv, "pip", "install", "--no-config", "--python", python, "--compile-bytecode"] + self.index_args
-        # Seeds go first and on their own: a hashed lock turns on hash checking for everything beside it.
-        if seed:
-            self.run(install + seed, "installing seed_packages %s with uv" % " ".join(seed), env)
-        self.run(install + ["-r", requirements], "installing requirements %s with uv" % requirements, env)
+        # One resolution for both: uv checks the lock's hashes without demanding them of the seeds.
+        compile_flag = ["--compile-bytecode"] if self.module.params["compile_bytecode"] else []
+        self.run([uv, "pip", "install", "--no-config", "--python", python] + compile_flag + self.index_args
+                 + ["-r", requirements] + seed, "installing requirements %s with uv" % requirements, env)
         self.run([uv, "pip", "check", "--no-config", "--python", python], "uv pip check", env)
         out = self.run([uv, "pip", "freeze", "--no-config", "--python", python], "uv pip freeze", env)
         return out.split()
@@ -239,6 +244,9 @@ class Builder(object):
         python = os.path.join(temp, "bin", "python")
         pip = [python, "-m", "pip", "--no-input", "--disable-pip-version-check"]
         install = pip + ["install", "--cache-dir", os.path.join(self.cache_dir, "pip")] + self.index_args
+        if not self.module.params["compile_bytecode"]:
+            install.append("--no-compile")
+        # Seeds on their own: a hashed lock turns on pip's hash checking for everything beside it.
         if seed:
             self.run(install + seed, "installing seed_packages %s with pip" % " ".join(seed))
         self.run(install + ["-r", requirements], "installing requirements %s with pip" % requirements)
@@ -278,7 +286,7 @@ def present(module, store, started):
     except (IOError, OSError) as exc:
         raise VenvError("requirements %s cannot be read: %s" % (requirements, exc.strerror or exc))
     identity = interpreter_identity(module)
-    key = venv_key(identity, locked, params["seed_packages"])
+    key = venv_key(identity, locked, params["seed_packages"] + ([] if params["compile_bytecode"] else ["--no-compile"]))
     name = venv_name(identity, key)
     final = store.path(name)
     result = dict(path=final, name=name, key=key, python=identity)
@@ -360,6 +368,7 @@ def main():
             requirements=dict(type="path"),
             seed_packages=dict(type="list", elements="str", default=[]),
             installer=dict(type="str", default="auto", choices=["auto", "uv", "pip"]),
+            compile_bytecode=dict(type="bool", default=True),
             uv_path=dict(type="path"),
             cache_dir=dict(type="path"),
             index_url=dict(type="str", no_log=True),

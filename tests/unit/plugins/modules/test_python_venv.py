@@ -103,8 +103,9 @@ def test_comments_do_not_change_the_key_and_new_pins_do(module, sample):
     same = module("python_venv", venv_args(sample, installer="pip"), check=True)
     other = module("python_venv", venv_args(sample, "lock2", installer="pip"), check=True)
     seeded = module("python_venv", venv_args(sample, installer="pip", seed_packages=["pip==25.3"]), check=True)
+    source_only = module("python_venv", venv_args(sample, installer="pip", compile_bytecode=False), check=True)
     assert base["key"] == same["key"]
-    assert len({base["key"], other["key"], seeded["key"]}) == 3
+    assert len({base["key"], other["key"], seeded["key"], source_only["key"]}) == 4
 
 
 def test_check_mode_builds_nothing(module, sample):
