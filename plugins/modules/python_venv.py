@@ -280,6 +280,11 @@ def present(module, store, started):
         if not params[option]:
             raise VenvError("%s is required with state=present" % option)
     requirements = params["requirements"]
+    if module.check_mode and not os.path.exists(requirements):
+        # A check run before the task that ships the lock file: say what would happen.
+        module.warn("requirements %s does not exist yet; a real run needs it" % requirements)
+        return dict(changed=True, reused=False, path=None, name=None, key=None, installer=params["installer"],
+                    python={}, packages=[], duration=round(time.time() - started, 3))
     try:
         with open(requirements) as handle:
             locked = normalized_requirements(handle.read())
