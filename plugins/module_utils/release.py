@@ -66,7 +66,7 @@ def utcnow():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _fsync_dir(path):
+def fsync_dir(path):
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -74,7 +74,19 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def _write_json_atomic(path, data):
+@contextlib.contextmanager
+def flocked(path, mode=0o644):
+    """Hold an exclusive flock on path (created when missing) for the with-block."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, mode)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def write_json_atomic(path, data):
     tmp = "%s.tmp-%s" % (path, uuid.uuid4().hex[:8])
     with open(tmp, "w") as handle:
         json.dump(data, handle, indent=2, sort_keys=True)
@@ -152,17 +164,10 @@ class ReleaseStore:
         return {"current": self.current(), "releases": [m["id"] for m in self.releases()]}
 
     # --- writing (callers hold the lock) ----------------------------------
-    @contextlib.contextmanager
     def locked(self):
         """Serialise writers of this app_root (flock; released if the process dies)."""
         os.makedirs(self.app_root, exist_ok=True)
-        fd = os.open(os.path.join(self.app_root, LOCK_FILE), os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        return flocked(os.path.join(self.app_root, LOCK_FILE))
 
     def create(self, release_id, revision=None, status="pending", pinned=False, mode=0o755):
         """Build the release under a temporary name, then rename it into place."""
@@ -180,15 +185,15 @@ class ReleaseStore:
         }
         tmp = os.path.join(self.releases_dir, ".tmp-%s-%s" % (release_id, uuid.uuid4().hex[:8]))
         os.mkdir(tmp, mode)
-        _write_json_atomic(os.path.join(tmp, MANIFEST), manifest)
+        write_json_atomic(os.path.join(tmp, MANIFEST), manifest)
         os.rename(tmp, self.release_path(release_id))
-        _fsync_dir(self.releases_dir)
+        fsync_dir(self.releases_dir)
         return manifest
 
     def update(self, release_id, **fields):
         manifest = self.read_manifest(release_id)
         manifest.update(fields)
-        _write_json_atomic(os.path.join(self.release_path(release_id), MANIFEST), manifest)
+        write_json_atomic(os.path.join(self.release_path(release_id), MANIFEST), manifest)
         return manifest
 
     def switch(self, release_id):
@@ -196,7 +201,7 @@ class ReleaseStore:
         tmp = "%s.tmp-%s" % (self.current_link, uuid.uuid4().hex[:8])
         os.symlink(os.path.join(RELEASES_DIR, release_id), tmp)
         os.replace(tmp, self.current_link)
-        _fsync_dir(self.app_root)
+        fsync_dir(self.app_root)
 
     def remove(self, release_id):
         """Rename out of the way first, so no half-deleted tree keeps a release name."""

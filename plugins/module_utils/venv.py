@@ -14,17 +14,14 @@ Layout under ``venvs_dir``::
 A venv directory with a manifest is complete: builds happen in a temporary
 directory that is renamed into place in one ``rename(2)``. The key covers the
 interpreter (implementation, full version, ABI, machine, resolved executable),
-the locked requirements (comments and blank lines dropped) and the seed
-packages, so a code-only release reuses its venv without installing anything.
+the locked requirements (comments and blank lines dropped), the seed
+packages and the bytecode option, so a code-only release reuses its venv without installing anything.
 """
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import contextlib
-import datetime
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -32,13 +29,20 @@ import re
 import shutil
 import uuid
 
+from ansible_collections.botstack.deploy.plugins.module_utils.release import (
+    flocked,
+    fsync_dir,
+    utcnow,
+    write_json_atomic,
+)
+
 MANIFEST = ".botstack-venv.json"
 LOCK_FILE = ".venvs.lock"
 TEMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
 KEY_FORMAT = 1
 _INCLUDE = re.compile(r"^\s*(-r|-c|--requirement|--constraint)(\s|=|$)")
-_LINK_NAMES = (".venv", "venv")
+RELEASE_LINK = ".venv"
 
 # Printed by the interpreter itself: what a venv built on it is bound to.
 IDENTITY_SCRIPT = (
@@ -51,10 +55,6 @@ IDENTITY_SCRIPT = (
 
 class VenvError(Exception):
     """A request that cannot be carried out; the message names the option and the fix."""
-
-
-def utcnow():
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def normalized_requirements(text, option="requirements"):
@@ -73,12 +73,13 @@ def normalized_requirements(text, option="requirements"):
     return "\n".join(lines) + "\n"
 
 
-def venv_key(identity, requirements_text, seed_packages):
+def venv_key(identity, requirements_text, seed_packages, compile_bytecode=True):
     payload = json.dumps({
         "format": KEY_FORMAT,
         "python": identity,
         "requirements": requirements_text,
         "seed": list(seed_packages),
+        "bytecode": bool(compile_bytecode),
     }, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -122,14 +123,8 @@ class VenvStore(object):
         if not os.path.isdir(self.root):
             os.makedirs(self.root, 0o755)
 
-    @contextlib.contextmanager
     def locked(self):
-        fd = os.open(os.path.join(self.root, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        return flocked(os.path.join(self.root, LOCK_FILE), 0o600)
 
     def manifest(self, name):
         try:
@@ -173,11 +168,7 @@ class VenvStore(object):
 
     def publish(self, temp, name, manifest):
         """Write the manifest into the finished build, then rename it into place."""
-        manifest = dict(manifest, name=name, created=utcnow())
-        with open(os.path.join(temp, MANIFEST), "w") as handle:
-            json.dump(manifest, handle, indent=2, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write_json_atomic(os.path.join(temp, MANIFEST), dict(manifest, name=name, created=utcnow()))
         final = self.path(name)
         try:
             os.rename(temp, final)
@@ -186,11 +177,7 @@ class VenvStore(object):
             if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                 raise
             shutil.rmtree(temp, ignore_errors=True)
-        fd = os.open(self.root, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.root)
         return final
 
     def remove(self, name):
@@ -206,12 +193,10 @@ class VenvStore(object):
             if not os.path.isdir(releases):
                 continue
             for release in os.listdir(releases):
-                for link in _LINK_NAMES:
-                    target = os.path.join(releases, release, link)
-                    if os.path.islink(target) or os.path.isdir(target):
-                        name = self.name_of(os.path.realpath(target))
-                        if name:
-                            used.add(name)
+                link = os.path.join(releases, release, RELEASE_LINK)
+                name = self.name_of(link) if os.path.lexists(link) else None
+                if name:
+                    used.add(name)
         return used
 
     def name_of(self, path):

@@ -237,7 +237,7 @@ class Builder(object):
                  + ["-r", requirements] + seed, "installing requirements %s with uv" % requirements, env)
         self.run([uv, "pip", "check", "--no-config", "--python", python], "uv pip check", env)
         out = self.run([uv, "pip", "freeze", "--no-config", "--python", python], "uv pip freeze", env)
-        return out.split()
+        return out.splitlines()
 
     def build_pip(self, interpreter, temp, final, requirements, seed):
         self.run([interpreter, "-m", "venv", "--prompt", os.path.basename(final), temp], "python -m venv")
@@ -253,7 +253,7 @@ class Builder(object):
         self.run(pip + ["check"], "pip check")
         out = self.run(pip + ["freeze", "--all"], "pip freeze")
         relocate_scripts(temp, temp, final)
-        return out.split()
+        return out.splitlines()
 
 
 def find_uv(module):
@@ -291,15 +291,21 @@ def present(module, store, started):
     except (IOError, OSError) as exc:
         raise VenvError("requirements %s cannot be read: %s" % (requirements, exc.strerror or exc))
     identity = interpreter_identity(module)
-    key = venv_key(identity, locked, params["seed_packages"] + ([] if params["compile_bytecode"] else ["--no-compile"]))
+    key = venv_key(identity, locked, params["seed_packages"], params["compile_bytecode"])
     name = venv_name(identity, key)
     final = store.path(name)
     result = dict(path=final, name=name, key=key, python=identity)
 
-    existing = store.manifest(name)
-    if existing and existing.get("key") == key:
-        return dict(result, changed=False, reused=True, installer=existing.get("installer"),
-                    packages=existing.get("packages", []), duration=round(time.time() - started, 3))
+    def reused():
+        existing = store.manifest(name)
+        if existing and existing.get("key") == key:
+            return dict(result, changed=False, reused=True, installer=existing.get("installer"),
+                        packages=existing.get("packages", []), duration=round(time.time() - started, 3))
+        return None
+
+    found = reused()
+    if found:
+        return found
 
     installer = params["installer"]
     uv = find_uv(module) if installer in ("auto", "uv") else None
@@ -316,10 +322,10 @@ def present(module, store, started):
     store.ensure_root()
     builder = Builder(module, store)
     with store.locked():
-        existing = store.manifest(name)
-        if existing and existing.get("key") == key:
-            return dict(result, changed=False, reused=True, installer=existing.get("installer"),
-                        packages=existing.get("packages", []), duration=round(time.time() - started, 3))
+        # Another run may have published it while this one waited for the lock.
+        found = reused()
+        if found:
+            return found
         # Under the lock nobody else is building: any temporary directory is a leftover.
         store.remove_leftovers()
         temp = store.temp_path(name)
