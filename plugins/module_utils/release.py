@@ -1,22 +1,28 @@
 # -*- coding: utf-8 -*-
 # Copyright: botstack.deploy contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Release directories, their manifests and the ``current`` symlink.
+"""Release directories, their manifests, the slots that run them and the ``current`` symlink.
 
 Layout under ``app_root``::
 
     releases/<id>/                 one directory per release
-    releases/<id>/.release.json    its manifest (id, revision, created, sequence, status, replaced, pinned)
-    current -> releases/<id>       relative symlink, swapped atomically
+    releases/<id>/.release.json    its manifest (id, revision, created, sequence, status, activations...)
+    slots/<slot>                   relative symlink -> ../releases/<id>: the release a slot (colour) runs
+    slots/<slot>.json              what the slot was started with (port, units, config hash...)
+    current                        relative symlink -> slots/<slot> (or releases/<id> without slots)
+    .activation.json               write-ahead record of a switch in progress
+    .releases.lock                 flock serialising writers
 
-Invariants the code keeps even when a process is killed between any two steps:
+Invariants kept even when a process is killed between any two steps:
 
-* a directory named ``releases/<id>`` always has a complete manifest: releases are
-  built under ``releases/.tmp-<id>-<random>`` and renamed into place;
-* ``current`` is replaced with ``rename(2)`` of a fully written temporary
-  symlink, so it always points at a complete release (or does not exist yet);
-* a release is removed by renaming it to ``releases/.trash-...`` first, so a
-  half-deleted tree never carries a release name;
+* a directory named ``releases/<id>`` always has a complete manifest: releases are built
+  under ``releases/.tmp-<id>-<random>`` and renamed into place;
+* every symlink is replaced with ``rename(2)`` of a fully written temporary symlink, so
+  ``current`` and the slots always point at complete releases (or do not exist yet);
+* a switch of ``current`` is recorded in ``.activation.json`` before it happens and in the
+  release's manifest after; a run that finds the record finishes (or discards) it, so an
+  interrupted activation converges to what one clean run leaves;
+* a release is removed by renaming it to ``releases/.trash-...`` first;
 * order comes from the manifests' ``sequence`` numbers, never from mtimes.
 """
 from __future__ import absolute_import, division, print_function
@@ -35,11 +41,18 @@ import uuid
 
 MANIFEST = ".release.json"
 RELEASES_DIR = "releases"
+SLOTS_DIR = "slots"
 CURRENT_LINK = "current"
 LOCK_FILE = ".releases.lock"
-STATUSES = ("pending", "healthy", "failed")
+ACTIVATION_FILE = ".activation.json"
+# pending: being built; ready: complete, never live; healthy: passed its gate; failed: must not go live.
+STATUSES = ("pending", "ready", "healthy", "failed")
+ACTIVATABLE = ("ready", "healthy")
+ACTIVATIONS_KEPT = 20
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_SLOT_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _TEMP_PREFIXES = (".tmp-", ".trash-")
+_TEMP_INFIX = ".tmp-"
 
 
 class ReleaseError(Exception):
@@ -49,7 +62,11 @@ class ReleaseError(Exception):
 def validate_app_root(app_root):
     if not app_root or not os.path.isabs(app_root):
         raise ReleaseError("app_root must be an absolute path, got %r" % (app_root,))
-    return os.path.normpath(app_root)
+    app_root = os.path.normpath(app_root)
+    if os.path.exists(app_root) and not os.path.isdir(app_root):
+        raise ReleaseError("app_root %s exists and is not a directory; point app_root at the "
+                           "application's directory" % app_root)
+    return app_root
 
 
 def validate_release_id(release_id, option="release_id"):
@@ -60,6 +77,13 @@ def validate_release_id(release_id, option="release_id"):
             "%s must be 1-128 characters of letters, digits, '.', '_', '+' or '-', start with a "
             "letter or digit, and contain neither '/' nor '..'; got %r" % (option, release_id))
     return release_id
+
+
+def validate_slot(slot, option="slot"):
+    if not slot or not _SLOT_PATTERN.match(slot):
+        raise ReleaseError("%s must be 1-32 lowercase letters, digits, '_' or '-', starting with a "
+                           "letter (e.g. blue, green); got %r" % (option, slot))
+    return slot
 
 
 def utcnow():
@@ -87,7 +111,7 @@ def flocked(path, mode=0o644):
 
 
 def write_json_atomic(path, data):
-    tmp = "%s.tmp-%s" % (path, uuid.uuid4().hex[:8])
+    tmp = "%s%s%s" % (path, _TEMP_INFIX, uuid.uuid4().hex[:8])
     with open(tmp, "w") as handle:
         json.dump(data, handle, indent=2, sort_keys=True)
         handle.write("\n")
@@ -96,25 +120,41 @@ def write_json_atomic(path, data):
     os.replace(tmp, path)
 
 
+def read_json(path):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (IOError, OSError, ValueError):
+        return None
+
+
+def replace_symlink(target, link):
+    """Point link at target with one rename(2) of a complete temporary symlink."""
+    tmp = "%s%s%s" % (link, _TEMP_INFIX, uuid.uuid4().hex[:8])
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+    fsync_dir(os.path.dirname(link))
+
+
 class ReleaseStore:
-    """All reads and writes of one application's releases."""
+    """All reads and writes of one application's releases and slots."""
 
     def __init__(self, app_root):
         self.app_root = validate_app_root(app_root)
         self.releases_dir = os.path.join(self.app_root, RELEASES_DIR)
+        self.slots_dir = os.path.join(self.app_root, SLOTS_DIR)
         self.current_link = os.path.join(self.app_root, CURRENT_LINK)
+        self.activation_file = os.path.join(self.app_root, ACTIVATION_FILE)
 
     # --- reading ---------------------------------------------------------
+    def exists(self):
+        return os.path.isdir(self.app_root)
+
     def release_path(self, release_id):
         return os.path.join(self.releases_dir, release_id)
 
     def read_manifest(self, release_id):
-        path = os.path.join(self.release_path(release_id), MANIFEST)
-        try:
-            with open(path) as handle:
-                return json.load(handle)
-        except (IOError, OSError, ValueError):
-            return None
+        return read_json(os.path.join(self.release_path(release_id), MANIFEST))
 
     def releases(self):
         """Manifests of complete releases, oldest first (by sequence)."""
@@ -134,40 +174,122 @@ class ReleaseStore:
         found.sort(key=lambda m: (m.get("sequence", 0), m.get("created", ""), m["id"]))
         return found
 
-    def leftovers(self):
-        """Temporary and trash directories left by interrupted runs."""
+    def _release_of_link(self, link):
+        """Release id a symlink (current or a slot) resolves to, or None."""
         try:
-            return sorted(n for n in os.listdir(self.releases_dir) if n.startswith(_TEMP_PREFIXES))
+            real = os.path.realpath(link)
         except OSError:
-            return []
+            return None
+        if os.path.dirname(real) != os.path.realpath(self.releases_dir):
+            return None
+        name = os.path.basename(real)
+        return name if self.read_manifest(name) is not None else None
 
     def current(self):
-        """Id of the release ``current`` points at, or None."""
+        """Id of the release ``current`` resolves to (through its slot), or None."""
+        if not os.path.islink(self.current_link):
+            return None
+        return self._release_of_link(self.current_link)
+
+    def current_slot(self):
+        """Slot ``current`` points at, or None (no current, or current names a release directly)."""
         try:
             target = os.readlink(self.current_link)
         except OSError:
             return None
-        name = os.path.basename(os.path.normpath(target))
-        return name if self.read_manifest(name) is not None else None
+        head, name = os.path.split(os.path.normpath(target))
+        return name if head == SLOTS_DIR else None
+
+    def slot_link(self, slot):
+        return os.path.join(self.slots_dir, slot)
+
+    def slot_release(self, slot):
+        link = self.slot_link(slot)
+        return self._release_of_link(link) if os.path.islink(link) else None
+
+    def slots(self):
+        """{slot: {release, data, assigned}} for every slot symlink."""
+        try:
+            names = sorted(os.listdir(self.slots_dir))
+        except OSError:
+            return {}
+        found = {}
+        for name in names:
+            if _TEMP_INFIX in name or name.endswith(".json") or not _SLOT_PATTERN.match(name):
+                continue
+            if not os.path.islink(self.slot_link(name)):
+                continue
+            release = self.slot_release(name)
+            meta = read_json(self.slot_link(name) + ".json") or {}
+            # The metadata is written before the link: it describes the link only when they agree.
+            fresh = meta.get("release") == release
+            found[name] = {"release": release, "data": meta.get("data", {}) if fresh else {},
+                           "assigned": meta.get("assigned") if fresh else None}
+        return found
+
+    def pending_activation(self):
+        return read_json(self.activation_file)
+
+    def rollback_origin(self, releases=None, current=None):
+        """The release a rollback undoes: current, or what current was rolled back from."""
+        current = self.current() if current is None else current
+        if current is None:
+            return None
+        manifest = next((m for m in (releases or self.releases()) if m["id"] == current), None) or {}
+        last = (manifest.get("activations") or [{}])[-1]
+        if last.get("kind") == "rollback" and last.get("from"):
+            return last["from"]
+        return current
 
     def rollback_target(self, releases=None, current=None):
-        """Newest healthy release older than the current one."""
+        """Newest healthy release older than the rollback origin.
+
+        Computed from the origin, not from current, so a rollback repeated after it
+        completed (an operator's or AWX's retry) finds the same target instead of
+        going one release further back.
+        """
         releases = self.releases() if releases is None else releases
         current = self.current() if current is None else current
-        cur_seq = next((m["sequence"] for m in releases if m["id"] == current), None)
+        origin = self.rollback_origin(releases, current)
+        origin_seq = next((m.get("sequence") for m in releases if m["id"] == origin), None)
         candidates = [m for m in releases
-                      if m["id"] != current and m.get("status") == "healthy"
-                      and (cur_seq is None or m["sequence"] < cur_seq)]
+                      if m["id"] != origin and m.get("status") == "healthy"
+                      and (origin_seq is None or m.get("sequence", 0) < origin_seq)]
         return candidates[-1]["id"] if candidates else None
 
+    def leftovers(self):
+        """Temporary files and directories left by interrupted runs (paths relative to app_root)."""
+        found = []
+        if os.path.isdir(self.releases_dir):
+            for name in sorted(os.listdir(self.releases_dir)):
+                if name.startswith(_TEMP_PREFIXES):
+                    found.append(os.path.join(RELEASES_DIR, name))
+                    continue
+                path = self.release_path(name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    found.extend(os.path.join(RELEASES_DIR, name, f) for f in sorted(os.listdir(path))
+                                 if f.startswith(MANIFEST + _TEMP_INFIX))
+        for directory, prefix in ((self.app_root, ""), (self.slots_dir, SLOTS_DIR)):
+            if os.path.isdir(directory):
+                found.extend(os.path.join(prefix, n) if prefix else n for n in sorted(os.listdir(directory))
+                             if _TEMP_INFIX in n and not n.startswith(_TEMP_PREFIXES))
+        return found
+
     def snapshot(self):
-        return {"current": self.current(), "releases": [m["id"] for m in self.releases()]}
+        return {
+            "current": self.current(),
+            "current_slot": self.current_slot(),
+            "slots": dict((k, v["release"]) for k, v in self.slots().items()),
+            "releases": dict((m["id"], m.get("status")) for m in self.releases()),
+        }
 
     # --- writing (callers hold the lock) ----------------------------------
     def locked(self):
         """Serialise writers of this app_root (flock; released if the process dies)."""
-        os.makedirs(self.app_root, exist_ok=True)
         return flocked(os.path.join(self.app_root, LOCK_FILE))
+
+    def ensure_root(self):
+        os.makedirs(self.app_root, exist_ok=True)
 
     def create(self, release_id, revision=None, status="pending", pinned=False, mode=0o755):
         """Build the release under a temporary name, then rename it into place."""
@@ -181,6 +303,8 @@ class ReleaseStore:
             "sequence": sequence,
             "status": status,
             "replaced": None,
+            "activated": None,
+            "activations": [],
             "pinned": bool(pinned),
         }
         tmp = os.path.join(self.releases_dir, ".tmp-%s-%s" % (release_id, uuid.uuid4().hex[:8]))
@@ -196,12 +320,49 @@ class ReleaseStore:
         write_json_atomic(os.path.join(self.release_path(release_id), MANIFEST), manifest)
         return manifest
 
-    def switch(self, release_id):
-        """Point ``current`` at the release with one rename(2)."""
-        tmp = "%s.tmp-%s" % (self.current_link, uuid.uuid4().hex[:8])
-        os.symlink(os.path.join(RELEASES_DIR, release_id), tmp)
-        os.replace(tmp, self.current_link)
+    def set_status(self, release_id, status, reason=None):
+        return self.update(release_id, status=status, status_reason=reason, status_changed=utcnow())
+
+    def assign(self, slot, release_id, data):
+        """Point slots/<slot> at the release; its metadata is written first (see slots())."""
+        os.makedirs(self.slots_dir, exist_ok=True)
+        write_json_atomic(self.slot_link(slot) + ".json",
+                          {"slot": slot, "release": release_id, "data": data or {}, "assigned": utcnow()})
+        replace_symlink(os.path.join("..", RELEASES_DIR, release_id), self.slot_link(slot))
+
+    def activate(self, release_id, slot=None, kind="deploy"):
+        """Switch current with a write-ahead record, then record the activation in the manifest."""
+        intent = {"release": release_id, "slot": slot, "from": self.current(), "kind": kind, "at": utcnow()}
+        write_json_atomic(self.activation_file, intent)
+        target = os.path.join(SLOTS_DIR, slot) if slot else os.path.join(RELEASES_DIR, release_id)
+        replace_symlink(target, self.current_link)
+        self.finish_activation()
+
+    def finish_activation(self):
+        """Complete the recorded activation if current switched, discard it if not.
+
+        Returns what was done, for the caller's audit trail, or None when no record exists.
+        """
+        intent = self.pending_activation()
+        if intent is None:
+            return None
+        switched = self.current() == intent.get("release") and self.current_slot() == intent.get("slot")
+        if switched and self.read_manifest(intent["release"]) is not None:
+            manifest = self.read_manifest(intent["release"])
+            activations = manifest.get("activations") or []
+            if not activations or activations[-1].get("at") != intent["at"]:
+                activations = (activations + [dict((k, intent[k]) for k in ("at", "from", "slot", "kind"))])
+                fields = {"activations": activations[-ACTIVATIONS_KEPT:]}
+                if not manifest.get("activated"):
+                    # The lineage: what this release replaced when it first went live.
+                    fields.update(activated=intent["at"], replaced=intent["from"])
+                self.update(intent["release"], **fields)
+            done = "recorded activation of %s" % intent["release"]
+        else:
+            done = "discarded unfinished activation of %s" % intent.get("release")
+        os.unlink(self.activation_file)
         fsync_dir(self.app_root)
+        return done
 
     def remove(self, release_id):
         """Rename out of the way first, so no half-deleted tree keeps a release name."""
@@ -211,26 +372,27 @@ class ReleaseStore:
 
     def remove_leftovers(self):
         removed = []
-        for name in self.leftovers():
-            shutil.rmtree(os.path.join(self.releases_dir, name), ignore_errors=True)
-            removed.append(name)
-        for name in os.listdir(self.app_root):
-            if name.startswith(CURRENT_LINK + ".tmp-"):
-                os.unlink(os.path.join(self.app_root, name))
-                removed.append(name)
+        for relative in self.leftovers():
+            path = os.path.join(self.app_root, relative)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    continue
+            removed.append(relative)
         return removed
 
     # --- planning ---------------------------------------------------------
-    def prune_plan(self, keep, pinned=()):
-        """Ids to remove: all but the ``keep`` newest, sparing the active release,
-        the rollback target and pinned releases."""
+    def prune_plan(self, keep, protect=()):
+        """Ids to remove: all but the ``keep`` newest, sparing the active release, every
+        slot's release, the rollback target, pinned and protected releases."""
         releases = self.releases()
         current = self.current()
-        protected = set(pinned) | {m["id"] for m in releases if m.get("pinned")}
-        if current:
-            protected.add(current)
-        target = self.rollback_target(releases, current)
-        if target:
-            protected.add(target)
+        protected = set(protect) | {m["id"] for m in releases if m.get("pinned")}
+        protected |= {s["release"] for s in self.slots().values() if s["release"]}
+        intent = self.pending_activation() or {}
+        protected |= {r for r in (current, intent.get("release"), self.rollback_target(releases, current)) if r}
         newest = {m["id"] for m in releases[-keep:]} if keep > 0 else set()
         return [m["id"] for m in releases if m["id"] not in newest and m["id"] not in protected]

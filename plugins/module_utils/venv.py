@@ -43,6 +43,9 @@ TRASH_PREFIX = ".trash-"
 KEY_FORMAT = 1
 _INCLUDE = re.compile(r"^\s*(-r|-c|--requirement|--constraint)(\s|=|$)")
 RELEASE_LINK = ".venv"
+# What temp_path() and remove() name their directories: <prefix><venv name>-<8 hex>.
+_LEFTOVER = re.compile(r"^(%s|%s)[a-z0-9]+-[0-9][0-9A-Za-z.+]*-[0-9a-f]{16}-[0-9a-f]{8}$"
+                       % (re.escape(TEMP_PREFIX), re.escape(TRASH_PREFIX)))
 
 # Printed by the interpreter itself: what a venv built on it is bound to.
 IDENTITY_SCRIPT = (
@@ -148,13 +151,18 @@ class VenvStore(object):
         return sorted(found, key=lambda m: (m.get("created", ""), m["name"]))
 
     def leftovers(self):
+        """Directories this module created and an interrupted run left: only its own name pattern."""
         if not os.path.isdir(self.root):
             return []
-        names = os.listdir(self.root)
-        partial = [n for n in names if n.startswith((TEMP_PREFIX, TRASH_PREFIX))]
-        incomplete = [n for n in names if not n.startswith(".") and os.path.isdir(self.path(n))
-                      and self.manifest(n) is None]
-        return sorted(self.path(n) for n in partial + incomplete)
+        return sorted(self.path(n) for n in os.listdir(self.root)
+                      if _LEFTOVER.match(n) and os.path.isdir(self.path(n)) and not os.path.islink(self.path(n)))
+
+    def foreign(self):
+        """Entries this module did not create (no manifest, not its temporary names): never removed."""
+        if not os.path.isdir(self.root):
+            return []
+        return sorted(self.path(n) for n in os.listdir(self.root)
+                      if n not in (LOCK_FILE, ".cache") and not _LEFTOVER.match(n) and self.manifest(n) is None)
 
     def remove_leftovers(self):
         removed = []

@@ -8,16 +8,19 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 module: health_gate
-short_description: Wait until an HTTP health endpoint answers healthy N times in a row
+short_description: Wait until an HTTP health endpoint answers healthy N times in a row, and its units stay up
 version_added: 0.1.0
 description:
   - Polls I(url) (optionally through a unix socket) until I(successes) consecutive answers are
     healthy, or fails when I(timeout) seconds have passed.
   - An answer is healthy when its status is in I(status_codes) and, if I(json_field) is given,
     that field of the JSON body equals I(json_value).
-  - Given a systemd I(unit), the gate fails at once when the unit enters the C(failed) state
-    instead of waiting out the timeout, and attaches the unit's last journal lines.
-  - The failure message itself carries the evidence (last status, error, body, journal).
+  - Given systemd I(units), the gate fails within one I(interval) of a unit failing, crash-looping
+    (restarted more than I(max_restarts) times since the gate began, or waiting to be restarted) or
+    stopping, instead of waiting out the timeout, and attaches the journal lines of this start.
+  - Without I(url), the gate passes once every unit was found running I(successes) times in a row
+    (for processes without an HTTP endpoint, such as queue workers).
+  - The failure message itself carries the evidence (last status, error, body, unit state, journal).
   - Read-only; runs the same in check mode. Works on the target (checking localhost) and when
     delegated to the controller.
 extends_documentation_fragment:
@@ -31,9 +34,10 @@ attributes:
     platforms: posix
 options:
   url:
-    description: C(http://) or C(https://) URL to poll. With I(unix_socket), its host only sets the Host header.
+    description:
+      - C(http://) or C(https://) URL to poll. With I(unix_socket), its host only sets the Host header.
+      - Without it, only I(units) are watched (at least one is then required).
     type: str
-    required: true
   unix_socket:
     description: Path of a unix socket to connect through instead of TCP.
     type: path
@@ -54,7 +58,7 @@ options:
     description: Expected value of I(json_field). Compared as strings when the types differ.
     type: raw
   successes:
-    description: Consecutive healthy answers required.
+    description: Consecutive healthy answers (or checks of the units, without I(url)) required.
     type: int
     default: 3
   interval:
@@ -70,18 +74,27 @@ options:
     type: float
     default: 5.0
   headers:
-    description: Extra request headers.
+    description: Extra request headers. Never logged (they often carry secret tokens).
     type: dict
     default: {}
   validate_certs:
     description: Verify TLS certificates.
     type: bool
     default: true
-  unit:
-    description: systemd unit serving the endpoint; the gate fails fast when it enters the C(failed) state.
-    type: str
+  units:
+    description:
+      - systemd units serving the endpoint (or, without I(url), the units to watch). The gate fails fast
+        when one fails, crash-loops or stops.
+    type: list
+    elements: str
+    default: []
+    aliases: [unit]
+  max_restarts:
+    description: Restarts of a unit tolerated while the gate runs before it counts as crash-looping.
+    type: int
+    default: 0
   journal_lines:
-    description: Journal lines of I(unit) attached to a failure.
+    description: Journal lines of each unit attached to a failure (those logged since the unit's current start).
     type: int
     default: 30
 author:
@@ -96,7 +109,13 @@ EXAMPLES = r"""
     json_value: healthy
     successes: 3
     timeout: 60
-    unit: botstack-api@green.service
+    units: [botstack-api@green.service]
+
+- name: Gate the workers (no HTTP endpoint): running, not restarting, three checks in a row
+  botstack.deploy.health_gate:
+    units: [botstack-worker@green.service]
+    successes: 3
+    interval: 1
 
 - name: Check the public endpoint from the controller
   botstack.deploy.health_gate:
@@ -112,7 +131,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 attempts:
-  description: Requests made.
+  description: Checks made.
   returned: always
   type: int
 elapsed:
@@ -120,15 +139,15 @@ elapsed:
   returned: always
   type: float
 consecutive:
-  description: Consecutive healthy answers at the end.
+  description: Consecutive healthy checks at the end.
   returned: always
   type: int
 last_status:
-  description: HTTP status of the last answer (null when it could not connect).
+  description: HTTP status of the last answer (null when it could not connect, or without I(url)).
   returned: always
   type: int
 last_error:
-  description: Why the last attempt was not healthy.
+  description: Why the last check was not healthy.
   returned: always
   type: str
 last_body:
@@ -136,14 +155,13 @@ last_body:
   returned: always
   type: str
 unit_state:
-  description: ActiveState/SubState/Result/NRestarts of I(unit) at the end.
-  returned: when I(unit) is given
+  description: Per unit, ActiveState/SubState/Result/NRestarts/InvocationID at the end.
+  returned: when I(units) are given
   type: dict
 journal:
-  description: Last journal lines of I(unit).
-  returned: on failure, when I(unit) is given
-  type: list
-  elements: str
+  description: Per unit, the journal lines logged since its current start.
+  returned: on failure, when I(units) are given
+  type: dict
 """
 
 import json
@@ -156,6 +174,7 @@ from ansible.module_utils.urls import open_url
 
 BODY_LIMIT = 65536
 SHOWN_BODY = 2000
+UNIT_PROPERTIES = "ActiveState,SubState,Result,NRestarts,LoadState,InvocationID,InactiveExitTimestampMonotonic"
 
 
 def _field(data, dotted):
@@ -212,8 +231,7 @@ def probe(params):
 
 
 def unit_state(module, unit):
-    rc, out, err = module.run_command(
-        ["systemctl", "show", unit, "--property=ActiveState,SubState,Result,NRestarts,LoadState"])
+    rc, out, err = module.run_command(["systemctl", "show", unit, "--property=" + UNIT_PROPERTIES])
     if rc != 0:
         return {"error": (err or out).strip()}
     state = {}
@@ -224,15 +242,49 @@ def unit_state(module, unit):
     return state
 
 
-def journal(module, unit, lines):
+def _restarts(state):
+    try:
+        return int(state.get("NRestarts") or 0)
+    except ValueError:
+        return 0
+
+
+def unit_problem(unit, state, baseline, max_restarts):
+    """Why the unit cannot become healthy any more, or None."""
+    active, sub = state.get("ActiveState"), state.get("SubState")
+    if state.get("LoadState") == "not-found":
+        return "unit %s does not exist (check the units option)" % unit
+    if active == "failed":
+        return "unit %s entered the failed state (result: %s)" % (unit, state.get("Result"))
+    restarted = _restarts(state) - baseline
+    if restarted > max_restarts:
+        return "unit %s is crash-looping: restarted %d time(s) while the gate ran (result: %s)" % (
+            unit, restarted, state.get("Result"))
+    if sub == "auto-restart" and max_restarts == 0:
+        return "unit %s is crash-looping: it exited (result: %s) and waits to be restarted" % (unit, state.get("Result"))
+    if active in ("inactive", "deactivating"):
+        return "unit %s is not running (%s/%s): start it before gating, or it stopped" % (unit, active, sub)
+    return None
+
+
+def journal(module, unit, state, lines):
+    """The unit's journal lines since its current start (not those of earlier runs)."""
+    since = []
+    started_us = state.get("InactiveExitTimestampMonotonic") or "0"
+    if started_us.isdigit() and int(started_us) > 0:
+        # systemd's monotonic timestamps share CLOCK_MONOTONIC with time.monotonic().
+        started_at = time.time() - (time.monotonic() - int(started_us) / 1e6)
+        since = ["--since", "@%d" % int(started_at - 1)]
     rc, out, err = module.run_command(
-        ["journalctl", "--unit", unit, "--lines", str(lines), "--no-pager", "--output", "short-iso"])
+        ["journalctl", "--unit", unit, "--lines", str(lines), "--no-pager", "--output", "short-iso"] + since)
     return (out if rc == 0 else err).splitlines()[-lines:]
 
 
 def _validate(module):
     p = module.params
-    if not p["url"].lower().startswith(("http://", "https://")):
+    if p["url"] is None and not p["units"]:
+        module.fail_json(msg="give url (an http(s) health endpoint), units (systemd units to watch), or both")
+    if p["url"] is not None and not p["url"].lower().startswith(("http://", "https://")):
         module.fail_json(msg='url must be an http(s) URL, got "%s"' % p["url"])
     for option in ("timeout", "request_timeout"):
         if p[option] <= 0:
@@ -241,6 +293,8 @@ def _validate(module):
         module.fail_json(msg="interval must not be negative, got %s" % p["interval"])
     if p["successes"] < 1:
         module.fail_json(msg="successes must be at least 1, got %s" % p["successes"])
+    if p["max_restarts"] < 0:
+        module.fail_json(msg="max_restarts must be 0 or more, got %s" % p["max_restarts"])
     if p["json_field"] and p["json_value"] is None:
         module.fail_json(msg="json_value is required with json_field (the value %s must have)" % p["json_field"])
 
@@ -248,7 +302,7 @@ def _validate(module):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            url=dict(type="str", required=True),
+            url=dict(type="str"),
             unix_socket=dict(type="path"),
             method=dict(type="str", default="GET", choices=["GET", "HEAD"]),
             status_codes=dict(type="list", elements="int", default=[200]),
@@ -258,9 +312,10 @@ def main():
             interval=dict(type="float", default=1.0),
             timeout=dict(type="float", default=60.0),
             request_timeout=dict(type="float", default=5.0),
-            headers=dict(type="dict", default={}),
+            headers=dict(type="dict", default={}, no_log=True),
             validate_certs=dict(type="bool", default=True),
-            unit=dict(type="str"),
+            units=dict(type="list", elements="str", default=[], aliases=["unit"]),
+            max_restarts=dict(type="int", default=0),
             journal_lines=dict(type="int", default=30),
         ),
         supports_check_mode=True,
@@ -271,25 +326,29 @@ def main():
     deadline = start + p["timeout"]
     attempts = consecutive = 0
     status, error, body = None, None, ""
-    state = None
+    states, baseline = {}, {}
     reason = None
     while True:
-        if p["unit"]:
-            state = unit_state(module, p["unit"])
-            if state.get("LoadState") == "not-found":
-                reason = "unit %s does not exist (check the unit option)" % p["unit"]
+        for unit in p["units"]:
+            states[unit] = unit_state(module, unit)
+            baseline.setdefault(unit, _restarts(states[unit]))
+            reason = unit_problem(unit, states[unit], baseline[unit], p["max_restarts"])
+            if reason:
                 break
-            if state.get("ActiveState") == "failed":
-                reason = "unit %s entered the failed state (result: %s)" % (p["unit"], state.get("Result"))
-                break
+        if reason:
+            break
         attempts += 1
-        healthy, status, error, body = probe(p)
+        if p["url"]:
+            healthy, status, error, body = probe(p)
+        else:
+            waiting = [u for u in p["units"] if states[u].get("SubState") != "running"]
+            healthy, error = not waiting, ("not running yet: %s" % ", ".join(waiting)) if waiting else None
         consecutive = consecutive + 1 if healthy else 0
         if consecutive >= p["successes"]:
             break
-        now = time.monotonic()
-        if now + p["interval"] > deadline:
-            reason = "no %d consecutive healthy answers within %ss" % (p["successes"], p["timeout"])
+        if time.monotonic() + p["interval"] > deadline:
+            reason = "no %d consecutive healthy %s within %ss" % (
+                p["successes"], "answers" if p["url"] else "checks", p["timeout"])
             break
         time.sleep(p["interval"])
 
@@ -302,19 +361,23 @@ def main():
         last_error=error,
         last_body=body[:SHOWN_BODY],
     )
-    if p["unit"]:
-        result["unit_state"] = unit_state(module, p["unit"]) if reason else state
+    if p["units"]:
+        result["unit_state"] = dict((u, unit_state(module, u) if reason else states.get(u)) for u in p["units"])
     if reason is None:
         module.exit_json(**result)
-    evidence = ["health gate failed for %s: %s" % (p["url"], reason),
+    evidence = ["health gate failed for %s: %s" % (p["url"] or ", ".join(p["units"]), reason),
                 "attempts %d, elapsed %.1fs, last status %s, last error: %s"
                 % (attempts, result["elapsed"], status, error)]
     if body:
         evidence.append("last body: %s" % body[:500])
-    if p["unit"]:
-        result["journal"] = journal(module, p["unit"], p["journal_lines"])
-        evidence.append("unit %s: %s" % (p["unit"], result["unit_state"]))
-        evidence.append("last journal lines:\n" + "\n".join(result["journal"]))
+    if p["units"]:
+        result["journal"] = {}
+        for unit in p["units"]:
+            state = result["unit_state"][unit]
+            result["journal"][unit] = journal(module, unit, state, p["journal_lines"])
+            shown = dict((k, v) for k, v in state.items() if k in ("ActiveState", "SubState", "Result", "NRestarts"))
+            evidence.append("unit %s: %s" % (unit, shown))
+            evidence.append("journal of %s since its current start:\n%s" % (unit, "\n".join(result["journal"][unit])))
     module.fail_json(msg="\n".join(evidence), **result)
 
 

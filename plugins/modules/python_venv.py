@@ -21,6 +21,9 @@ description:
   - With I(state=pruned), removes the venvs no release under I(app_roots) links to (C(releases/*/.venv))
     and that are not listed in I(in_use), keeping the I(keep_unused) newest unused ones, and clears
     leftovers of interrupted builds.
+  - Only what the module created is ever removed: venvs with its manifest and its own temporary
+    (C(.tmp-<venv>-<random>)) and trash directories. Anything else in I(venvs_dir) is reported in
+    C(foreign) and left alone, so a mistyped I(venvs_dir) cannot wipe unrelated data.
   - Builders and pruners of one I(venvs_dir) are serialised with an C(flock) on C(<venvs_dir>/.venvs.lock).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -174,6 +177,11 @@ kept:
 removed:
   description: Venvs (and leftovers) removed, or that would be removed in check mode.
   returned: state=pruned
+  type: list
+  elements: str
+foreign:
+  description: Entries of I(venvs_dir) the module did not create; never removed (a warning names them).
+  returned: always
   type: list
   elements: str
 """
@@ -367,7 +375,7 @@ def pruned(module, store, started):
             leftovers = store.remove_leftovers()
             paths = [store.path(n) for n in removed] + leftovers
     return dict(changed=bool(paths), kept=[store.path(n) for n in kept], removed=paths,
-                in_use=sorted(in_use), diff=diff, duration=round(time.time() - started, 3))
+                in_use=sorted(in_use), foreign=store.foreign(), diff=diff, duration=round(time.time() - started, 3))
 
 
 def main():
@@ -400,6 +408,10 @@ def main():
             result = present(module, store, started)
         else:
             result = pruned(module, store, started)
+        result.setdefault("foreign", store.foreign())
+        if result["foreign"]:
+            module.warn("%s holds entries this module did not create; they were left alone: %s"
+                        % (store.root, ", ".join(result["foreign"])))
     except VenvError as exc:
         module.fail_json(msg=str(exc), duration=round(time.time() - started, 3))
     module.exit_json(**result)

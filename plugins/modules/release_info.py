@@ -12,7 +12,8 @@ short_description: Read the releases of an application and their status
 version_added: 0.1.0
 description:
   - Lists the releases under I(app_root) from their manifests, oldest first, with the active
-    release and the release a rollback would return to. Changes nothing.
+    release and slot, the release each slot runs (and what it was started with), and the release
+    a rollback would return to. Changes nothing.
 extends_documentation_fragment:
   - botstack.deploy.release
   - ansible.builtin.action_common_attributes
@@ -35,7 +36,7 @@ EXAMPLES = r"""
 
 - name: Show what a rollback would do
   ansible.builtin.debug:
-    msg: "current {{ releases.current }}, rollback target {{ releases.rollback_target }}"
+    msg: "current {{ releases.current }} on {{ releases.current_slot }}, rollback target {{ releases.rollback_target }}"
 """
 
 RETURN = r"""
@@ -43,17 +44,33 @@ current:
   description: Id of the active release, or null when C(current) does not exist.
   returned: always
   type: str
-rollback_target:
-  description: Newest healthy release older than the active one, or null.
+current_slot:
+  description: Slot C(current) points at, or null (no current, or current names a release directly).
   returned: always
   type: str
+  sample: green
+slots:
+  description: Per slot, the release it runs (C(release)), the I(slot_data) it was assigned with (C(data)) and when (C(assigned)).
+  returned: always
+  type: dict
+  sample: {"blue": {"release": "v1-f6011886005", "data": {"port": 8001}, "assigned": "2026-11-23T10:00:00.000000Z"}}
+rollback_target:
+  description:
+    - Newest healthy release older than the one a rollback undoes (the active release, or the release the
+      active one was rolled back from), or null. Equal to C(current) once a rollback completed.
+  returned: always
+  type: str
+pending_activation:
+  description: A switch of C(current) an interrupted run recorded but did not finish (the next write finishes it), or null.
+  returned: always
+  type: dict
 releases:
   description: Manifests of all releases, oldest first, each with its C(path) and C(active) flag.
   returned: always
   type: list
   elements: dict
 leftovers:
-  description: Temporary or trash directories left by interrupted runs (removed by I(state=pruned)).
+  description: Temporary files and directories left by interrupted runs (the next write removes them).
   returned: always
   type: list
   elements: str
@@ -81,7 +98,10 @@ def main():
     module.exit_json(
         changed=False,
         current=current,
+        current_slot=store.current_slot(),
+        slots=store.slots(),
         rollback_target=store.rollback_target(releases, current),
+        pending_activation=store.pending_activation(),
         releases=releases,
         leftovers=store.leftovers(),
     )

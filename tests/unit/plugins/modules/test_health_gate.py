@@ -71,14 +71,40 @@ def unix_server(tmp_path_factory):
     httpd.shutdown()
 
 
-def _fake_systemd(tmp_path, active_state):
-    """systemctl/journalctl stand-ins reporting a unit's state, on PATH for the module."""
+FAKE_SYSTEMCTL = '''#!/usr/bin/env python3
+"""systemctl show UNIT: the next of the unit's states (one file per unit)."""
+import pathlib, sys
+STATE_DIR = None
+unit = sys.argv[2]
+states = pathlib.Path(STATE_DIR) / (unit + ".states")
+count = pathlib.Path(STATE_DIR) / (unit + ".count")
+n = int(count.read_text()) if count.exists() else 0
+count.write_text(str(n + 1))
+lines = states.read_text().split()
+active, sub, restarts = lines[min(n, len(lines) - 1)].split("/")
+print("ActiveState=%s\\nSubState=%s\\nResult=exit-code\\nNRestarts=%s\\nLoadState=loaded" % (active, sub, restarts))
+print("InvocationID=abc\\nInactiveExitTimestampMonotonic=1000000")
+'''
+
+FAKE_JOURNALCTL = '''#!/bin/sh
+echo "journalctl $*"
+echo 'api[42]: ImportError: No module named fastapi'
+'''
+
+
+def _fake_systemd(tmp_path, **units):
+    """systemctl/journalctl stand-ins on PATH for the module.
+
+    Each unit gets a sequence of states ("active/running/0" = ActiveState/SubState/NRestarts);
+    every `systemctl show` returns the next one, the last repeating. journalctl prints its own
+    arguments, so a test sees how the journal was scoped.
+    """
     bindir = tmp_path / "bin"
-    bindir.mkdir(exist_ok=True)
-    (bindir / "systemctl").write_text(
-        "#!/bin/sh\nprintf 'ActiveState=%s\\nSubState=failed\\nResult=exit-code\\nNRestarts=0\\nLoadState=loaded\\n'\n"
-        % active_state)
-    (bindir / "journalctl").write_text("#!/bin/sh\necho 'api[42]: ImportError: No module named fastapi'\n")
+    bindir.mkdir(parents=True, exist_ok=True)
+    for unit, sequence in units.items():
+        (tmp_path / f"{unit}.states").write_text("\n".join(sequence) + "\n")
+    (bindir / "systemctl").write_text(FAKE_SYSTEMCTL.replace("STATE_DIR = None", "STATE_DIR = %r" % str(tmp_path)))
+    (bindir / "journalctl").write_text(FAKE_JOURNALCTL)
     for name in ("systemctl", "journalctl"):
         (bindir / name).chmod(stat.S_IRWXU)
     return str(bindir)
@@ -144,22 +170,71 @@ def test_polls_through_a_unix_socket(module, unix_server):
 
 
 def test_fails_fast_when_the_unit_has_failed(module, server, tmp_path):
-    bindir = _fake_systemd(tmp_path, "failed")
-    result = module("health_gate", {"url": server + "/error", "unit": "botstack-api@green.service",
+    bindir = _fake_systemd(tmp_path, **{"botstack-api@green.service": ["active/running/0", "failed/failed/0"]})
+    result = module("health_gate", {"url": server + "/error", "units": ["botstack-api@green.service"],
                                     "timeout": 30, "interval": 0.5}, extra_path=bindir)
     assert result["failed"] is True
     assert result["elapsed"] < 5, "the gate waited instead of failing fast"
     assert "entered the failed state" in result["msg"]
     assert "ImportError: No module named fastapi" in result["msg"]
-    assert result["journal"] == ["api[42]: ImportError: No module named fastapi"]
+    journal = result["journal"]["botstack-api@green.service"]
+    assert journal[0].startswith("journalctl --unit botstack-api@green.service") and "--since @" in journal[0]
+
+
+def test_fails_fast_on_a_crash_loop_that_never_reaches_failed(module, server, tmp_path):
+    """Restart=on-failure: the unit flips between activating/auto-restart and running, NRestarts grows."""
+    loop = ["activating/start/2", "active/running/2", "activating/auto-restart/3", "active/running/4"]
+    bindir = _fake_systemd(tmp_path, **{"api@green.service": loop})
+    result = module("health_gate", {"url": server + "/error", "units": ["api@green.service"],
+                                    "timeout": 60, "interval": 0.2}, extra_path=bindir)
+    assert result["failed"] is True and result["elapsed"] < 5
+    assert "crash-looping" in result["msg"]
+
+
+def test_tolerates_restarts_up_to_max_restarts(module, server, tmp_path):
+    bindir = _fake_systemd(tmp_path, **{"api@green.service": ["active/running/0", "active/running/1"]})
+    result = module("health_gate", {"url": server + "/healthy", "units": ["api@green.service"], "max_restarts": 1,
+                                    "successes": 3, "interval": 0.05, "timeout": 5}, extra_path=bindir)
+    assert result["_rc"] == 0, result
+
+
+def test_fails_fast_when_the_unit_stops(module, server, tmp_path):
+    bindir = _fake_systemd(tmp_path, **{"api@green.service": ["active/running/0", "inactive/dead/0"]})
+    result = module("health_gate", {"url": server + "/error", "units": ["api@green.service"],
+                                    "timeout": 60, "interval": 0.2}, extra_path=bindir)
+    assert result["failed"] is True and result["elapsed"] < 5
+    assert "is not running (inactive/dead)" in result["msg"]
+
+
+def test_watches_units_without_a_url(module, tmp_path):
+    states = {"worker@green.service": ["activating/start/0", "active/running/0"],
+              "worker2@green.service": ["active/running/0"]}
+    bindir = _fake_systemd(tmp_path, **states)
+    result = module("health_gate", {"units": list(states), "successes": 3, "interval": 0.05, "timeout": 5},
+                    extra_path=bindir)
+    assert result["_rc"] == 0, result
+    assert result["attempts"] == 4 and result["last_status"] is None
+    looping = _fake_systemd(tmp_path / "loop", **{"worker@green.service": ["active/running/0",
+                                                                         "activating/auto-restart/1"]})
+    failed = module("health_gate", {"units": ["worker@green.service"], "timeout": 30, "interval": 0.05},
+                    extra_path=looping)
+    assert failed["failed"] is True and "crash-looping" in failed["msg"]
 
 
 def test_an_active_unit_does_not_stop_the_gate(module, server, tmp_path):
-    bindir = _fake_systemd(tmp_path, "active")
+    bindir = _fake_systemd(tmp_path, **{"botstack-api@green.service": ["active/running/0"]})
     result = module("health_gate", {"url": server + "/healthy", "unit": "botstack-api@green.service",
                                     "successes": 2, "interval": 0.05, "timeout": 5}, extra_path=bindir)
     assert result["_rc"] == 0, result
-    assert result["unit_state"]["ActiveState"] == "active"
+    assert result["unit_state"]["botstack-api@green.service"]["ActiveState"] == "active"
+
+
+def test_headers_never_reach_the_result(module, server):
+    secret = "s3cr3t-webhook-token-value"
+    result = module("health_gate", {"url": server + "/header", "headers": {"X-Probe": "yes", "X-Token": secret},
+                                    "successes": 1, "timeout": 5})
+    assert result["_rc"] == 0, result
+    assert secret not in json.dumps(result)
 
 
 def test_runs_in_check_mode(module, server):
@@ -174,6 +249,8 @@ def test_runs_in_check_mode(module, server):
     ({"url": "http://127.0.0.1/", "request_timeout": 0}, "request_timeout must be greater than 0"),
     ({"url": "http://127.0.0.1/", "successes": 0}, "successes must be at least 1"),
     ({"url": "http://127.0.0.1/", "json_field": "status"}, "json_value is required with json_field"),
+    ({}, "give url (an http(s) health endpoint), units"),
+    ({"units": ["a.service"], "max_restarts": -1}, "max_restarts must be 0 or more"),
 ])
 def test_bad_input_names_the_option(module, args, fragment):
     result = module("health_gate", args)

@@ -161,12 +161,13 @@ def test_prune_keeps_what_releases_use(module, sample):
     release = sample["root"] / "app" / "releases" / "r2"
     release.mkdir(parents=True)
     (release / ".venv").symlink_to(made[1])
-    (store / ".tmp-cpython-x-deadbeef").mkdir()
+    leftover = store / ".tmp-cpython-3.11.2-0123456789abcdef-deadbeef"
+    leftover.mkdir()
     args = {"venvs_dir": str(store), "state": "pruned", "app_roots": [str(sample["root"] / "app")]}
 
     planned = module("python_venv", args, check=True, diff=True)
     assert planned["changed"] is True
-    assert sorted(planned["removed"]) == sorted([made[0], str(store / ".tmp-cpython-x-deadbeef")])
+    assert sorted(planned["removed"]) == sorted([made[0], str(leftover)])
     assert os.path.isdir(made[0])
 
     done = module("python_venv", args)
@@ -186,3 +187,22 @@ def test_prune_keeps_listed_and_newest_unused(module, sample):
     kept_newest = module("python_venv", {"venvs_dir": str(sample["venvs"]), "state": "pruned",
                                          "keep_unused": 1}, check=True)
     assert kept_newest["removed"] == [made[0]]
+
+
+def test_only_what_the_module_created_is_ever_removed(module, sample):
+    """A mistyped venvs_dir (say /opt) must not wipe what else lives there."""
+    store = sample["venvs"]
+    store.mkdir()
+    foreign = [store / "otherapp", store / ".tmp-notes", store / "cpython-3.11.2-0123456789abcdef"]
+    for directory in foreign:
+        directory.mkdir()
+        (directory / "data.txt").write_text("keep me")
+    built = module("python_venv", venv_args(sample, installer="pip"), timeout=300)
+    assert built["_rc"] == 0, built
+    assert sorted(built["foreign"]) == sorted(str(d) for d in foreign)
+    assert "left alone" in json.dumps(built.get("warnings")), built.get("warnings")
+    pruned = module("python_venv", {"venvs_dir": str(store), "state": "pruned"})
+    assert pruned["removed"] == [built["path"]]
+    assert sorted(pruned["foreign"]) == sorted(str(d) for d in foreign)
+    for directory in foreign:
+        assert (directory / "data.txt").read_text() == "keep me"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 def test_info_lists_releases_current_and_rollback_target(module, tmp_path):
     root = tmp_path / "app"
-    for rid, status in [("r1", "healthy"), ("r2", "failed"), ("r3", "pending")]:
+    for rid, status in [("r1", "healthy"), ("r2", "failed"), ("r3", "ready")]:
         assert module("release", {"app_root": str(root), "release_id": rid, "status": status})["_rc"] == 0
     module("release", {"app_root": str(root), "release_id": "r3", "state": "active"})
     (root / "releases" / ".trash-r0-cafe").mkdir()
@@ -15,7 +15,8 @@ def test_info_lists_releases_current_and_rollback_target(module, tmp_path):
     assert info["rollback_target"] == "r1"
     assert [r["id"] for r in info["releases"]] == ["r1", "r2", "r3"]
     assert [r["active"] for r in info["releases"]] == [False, False, True]
-    assert info["leftovers"] == [".trash-r0-cafe"]
+    assert info["leftovers"] == ["releases/.trash-r0-cafe"]
+    assert info["current_slot"] is None and info["slots"] == {} and info["pending_activation"] is None
     assert sorted(p.name for p in (root / "releases").iterdir()) == before
 
 
