@@ -172,9 +172,15 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.botstack.deploy.plugins.module_utils.systemd import (
+    journal,
+    restarts,
+    unit_problem,
+    unit_states,
+)
+
 BODY_LIMIT = 65536
 SHOWN_BODY = 2000
-UNIT_PROPERTIES = "ActiveState,SubState,Result,NRestarts,LoadState,InvocationID,InactiveExitTimestampMonotonic"
 
 
 def _field(data, dotted):
@@ -230,56 +236,6 @@ def probe(params):
     return True, status, None, body
 
 
-def unit_state(module, unit):
-    rc, out, err = module.run_command(["systemctl", "show", unit, "--property=" + UNIT_PROPERTIES])
-    if rc != 0:
-        return {"error": (err or out).strip()}
-    state = {}
-    for line in out.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            state[key] = value
-    return state
-
-
-def _restarts(state):
-    try:
-        return int(state.get("NRestarts") or 0)
-    except ValueError:
-        return 0
-
-
-def unit_problem(unit, state, baseline, max_restarts):
-    """Why the unit cannot become healthy any more, or None."""
-    active, sub = state.get("ActiveState"), state.get("SubState")
-    if state.get("LoadState") == "not-found":
-        return "unit %s does not exist (check the units option)" % unit
-    if active == "failed":
-        return "unit %s entered the failed state (result: %s)" % (unit, state.get("Result"))
-    restarted = _restarts(state) - baseline
-    if restarted > max_restarts:
-        return "unit %s is crash-looping: restarted %d time(s) while the gate ran (result: %s)" % (
-            unit, restarted, state.get("Result"))
-    if sub == "auto-restart" and max_restarts == 0:
-        return "unit %s is crash-looping: it exited (result: %s) and waits to be restarted" % (unit, state.get("Result"))
-    if active in ("inactive", "deactivating"):
-        return "unit %s is not running (%s/%s): start it before gating, or it stopped" % (unit, active, sub)
-    return None
-
-
-def journal(module, unit, state, lines):
-    """The unit's journal lines since its current start (not those of earlier runs)."""
-    since = []
-    started_us = state.get("InactiveExitTimestampMonotonic") or "0"
-    if started_us.isdigit() and int(started_us) > 0:
-        # systemd's monotonic timestamps share CLOCK_MONOTONIC with time.monotonic().
-        started_at = time.time() - (time.monotonic() - int(started_us) / 1e6)
-        since = ["--since", "@%d" % int(started_at - 1)]
-    rc, out, err = module.run_command(
-        ["journalctl", "--unit", unit, "--lines", str(lines), "--no-pager", "--output", "short-iso"] + since)
-    return (out if rc == 0 else err).splitlines()[-lines:]
-
-
 def _validate(module):
     p = module.params
     if p["url"] is None and not p["units"]:
@@ -329,9 +285,9 @@ def main():
     states, baseline = {}, {}
     reason = None
     while True:
+        states = unit_states(module, p["units"])
         for unit in p["units"]:
-            states[unit] = unit_state(module, unit)
-            baseline.setdefault(unit, _restarts(states[unit]))
+            baseline.setdefault(unit, restarts(states[unit]))
             reason = unit_problem(unit, states[unit], baseline[unit], p["max_restarts"])
             if reason:
                 break
@@ -362,7 +318,7 @@ def main():
         last_body=body[:SHOWN_BODY],
     )
     if p["units"]:
-        result["unit_state"] = dict((u, unit_state(module, u) if reason else states.get(u)) for u in p["units"])
+        result["unit_state"] = unit_states(module, p["units"]) if reason else states
     if reason is None:
         module.exit_json(**result)
     evidence = ["health gate failed for %s: %s" % (p["url"] or ", ".join(p["units"]), reason),

@@ -101,6 +101,11 @@ options:
     description: With I(state=pruned), how many of the newest unused venvs to keep.
     type: int
     default: 0
+  link:
+    description:
+      - With I(state=present), a symlink to point at the venv (e.g. C(<release>/.venv)), replaced atomically
+        (rename of a complete temporary link) when it points elsewhere. Its directory must exist.
+    type: path
 notes:
   - Builds run with umask 022; the venv is owned by the user the module runs as.
   - Entry points are relocatable (uv) or rewritten to the final path before the rename (pip).
@@ -121,11 +126,12 @@ EXAMPLES = r"""
     cache_dir: /var/cache/botstack/python
   register: venv
 
-- name: Link it into the release
-  ansible.builtin.file:
-    src: "{{ venv.path }}"
-    dest: /srv/botstack/releases/20261122T0300Z/.venv
-    state: link
+- name: Venv for the release, linked as its .venv (one call)
+  botstack.deploy.python_venv:
+    venvs_dir: /opt/botstack/venvs
+    interpreter: /usr/bin/python3
+    requirements: /srv/botstack/releases/20261122T0300Z/requirements.lock
+    link: /srv/botstack/releases/20261122T0300Z/.venv
 
 - name: Remove venvs no kept release uses
   botstack.deploy.python_venv:
@@ -190,6 +196,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -378,6 +385,24 @@ def pruned(module, store, started):
                 in_use=sorted(in_use), foreign=store.foreign(), diff=diff, duration=round(time.time() - started, 3))
 
 
+def _link(module, result):
+    """Point the link option at the venv, atomically; report it as a change when it moved."""
+    link = module.params["link"]
+    if result.get("path") is None:  # check mode before the lock file exists
+        return dict(result, changed=True)
+    if os.path.islink(link) and os.readlink(link) == result["path"]:
+        return result
+    if os.path.lexists(link) and not os.path.islink(link):
+        raise VenvError("link %s exists and is not a symlink; remove it (a release must not ship its own .venv)" % link)
+    if not os.path.isdir(os.path.dirname(link)):
+        raise VenvError("the directory of link %s does not exist" % link)
+    if not module.check_mode:
+        tmp = "%s.tmp-%s" % (link, uuid.uuid4().hex[:8])
+        os.symlink(result["path"], tmp)
+        os.replace(tmp, link)
+    return dict(result, changed=True, link=link)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -396,6 +421,7 @@ def main():
             app_roots=dict(type="list", elements="path", default=[]),
             in_use=dict(type="list", elements="str", default=[]),
             keep_unused=dict(type="int", default=0),
+            link=dict(type="path"),
         ),
         required_if=[("state", "present", ("interpreter", "requirements"))],
         supports_check_mode=True,
@@ -406,6 +432,8 @@ def main():
         store = VenvStore(module.params["venvs_dir"])
         if module.params["state"] == "present":
             result = present(module, store, started)
+            if module.params["link"]:
+                result = _link(module, result)
         else:
             result = pruned(module, store, started)
         result.setdefault("foreign", store.foreign())

@@ -73,6 +73,13 @@ options:
   pinned:
     description: With I(state=present), whether the release is pinned (never pruned).
     type: bool
+  shared:
+    description:
+      - With I(state=present), names of directories under C(<app_root>/shared) to link into the release
+        (C(releases/<id>/<name> -> ../../shared/<name>)), e.g. C(logs) and C(uploads). A release that ships a
+        file or directory by that name is refused.
+    type: list
+    elements: str
   protect:
     description: With I(state=pruned), release ids to keep besides the ones the module always keeps.
     type: list
@@ -110,10 +117,11 @@ EXAMPLES = r"""
     revision: "{{ git_sha }}"
   register: new_release
 
-- name: Mark it complete once its code and venv are in place
+- name: Link the shared directories and mark it complete once its code and venv are in place
   botstack.deploy.release:
     app_root: /opt/botstack
     release_id: "{{ new_release.release.id }}"
+    shared: [logs, uploads]
     status: ready
 
 - name: Run it on the idle slot
@@ -202,13 +210,14 @@ from ansible_collections.botstack.deploy.plugins.module_utils.release import (
     STATUSES,
     ReleaseError,
     ReleaseStore,
+    replace_symlink,
     validate_release_id,
     validate_slot,
 )
 
 # Which options each state accepts beyond app_root and state.
 _OPTIONS = {
-    "present": {"release_id", "revision", "status", "reason", "pinned"},
+    "present": {"release_id", "revision", "status", "reason", "pinned", "shared"},
     "assigned": {"release_id", "slot", "slot_data", "status", "reason", "force"},
     "active": {"release_id", "slot", "status", "reason", "force"},
     "absent": {"release_id"},
@@ -237,6 +246,10 @@ def _validate(p):
         raise ReleaseError("keep must be at least 1, got %d" % p["keep"])
     for release_id in p["protect"] or []:
         validate_release_id(release_id, "protect")
+    for name in p["shared"] or []:
+        if not name or "/" in name or name in (".", "..") or name.startswith("."):
+            raise ReleaseError("shared entries are directory names under <app_root>/shared (no '/', not hidden), "
+                               "got %r" % (name,))
 
 
 def _with_path(store, manifest):
@@ -279,15 +292,30 @@ def _status_step(manifest, p):
 def _plan_present(store, p):
     manifest = store.read_manifest(p["release_id"])
     if manifest is None:
-        return [("create", p["release_id"])]
+        return [("create", p["release_id"])] + [("link", p["release_id"], n, os.path.join("..", "..", "shared", n))
+                                                for n in p["shared"] or []]
     if p["revision"] is not None and manifest.get("revision") not in (None, p["revision"]):
         raise ReleaseError(
             "release %r exists with revision %s, not %s: a release id names one revision; use a new "
             "release_id for the new revision" % (p["release_id"], manifest.get("revision"), p["revision"]))
-    plan = _status_step(manifest, p)
+    plan = _link_steps(store, p)
+    plan += _status_step(manifest, p)
     if p["pinned"] is not None and bool(manifest.get("pinned")) != p["pinned"]:
         plan.append(("pinned", p["release_id"], p["pinned"]))
     return plan
+
+
+def _link_steps(store, p):
+    steps = []
+    for name in p["shared"] or []:
+        link = os.path.join(store.release_path(p["release_id"]), name)
+        target = os.path.join("..", "..", "shared", name)
+        if os.path.lexists(link) and not os.path.islink(link):
+            raise ReleaseError("release %r ships its own %s, where the shared directory %s is linked; remove it from "
+                               "the code (or from the shared list)" % (p["release_id"], name, name))
+        if not os.path.islink(link) or os.readlink(link) != target:
+            steps.append(("link", p["release_id"], name, target))
+    return steps
 
 
 def _plan_assigned(store, p, before):
@@ -370,6 +398,8 @@ def _execute(store, plan, p):
             store.activate(step[1], slot=step[2], kind=step[3])
         elif kind == "remove":
             store.remove(step[1])
+        elif kind == "link":
+            replace_symlink(step[3], os.path.join(store.release_path(step[1]), step[2]))
 
 
 def _describe(step, before):
@@ -388,6 +418,8 @@ def _describe(step, before):
             " [rollback]" if step[3] == "rollback" else "")
     if kind == "remove":
         return "remove release %s" % step[1]
+    if kind == "link":
+        return "link %s/%s -> %s" % (step[1], step[2], step[3])
     if kind == "finish":
         return "finish the activation an interrupted run recorded"
     return "remove leftovers %s" % ", ".join(step[1])
@@ -421,6 +453,7 @@ def run_module():
             status=dict(type="str", choices=list(STATUSES)),
             reason=dict(type="str"),
             pinned=dict(type="bool"),
+            shared=dict(type="list", elements="str"),
             protect=dict(type="list", elements="str"),
             keep=dict(type="int"),
             slot=dict(type="str"),

@@ -72,18 +72,21 @@ def unix_server(tmp_path_factory):
 
 
 FAKE_SYSTEMCTL = '''#!/usr/bin/env python3
-"""systemctl show UNIT: the next of the unit's states (one file per unit)."""
+"""systemctl show [--property=...] -- UNIT...: each unit's next state, one block per unit."""
 import pathlib, sys
 STATE_DIR = None
-unit = sys.argv[2]
-states = pathlib.Path(STATE_DIR) / (unit + ".states")
-count = pathlib.Path(STATE_DIR) / (unit + ".count")
-n = int(count.read_text()) if count.exists() else 0
-count.write_text(str(n + 1))
-lines = states.read_text().split()
-active, sub, restarts = lines[min(n, len(lines) - 1)].split("/")
-print("ActiveState=%s\\nSubState=%s\\nResult=exit-code\\nNRestarts=%s\\nLoadState=loaded" % (active, sub, restarts))
-print("InvocationID=abc\\nInactiveExitTimestampMonotonic=1000000")
+units = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[2:3]
+blocks = []
+for unit in units:
+    states = pathlib.Path(STATE_DIR) / (unit + ".states")
+    count = pathlib.Path(STATE_DIR) / (unit + ".count")
+    n = int(count.read_text()) if count.exists() else 0
+    count.write_text(str(n + 1))
+    lines = states.read_text().split()
+    active, sub, restarts = lines[min(n, len(lines) - 1)].split("/")
+    blocks.append("Id=%s\\nActiveState=%s\\nSubState=%s\\nResult=exit-code\\nNRestarts=%s\\nLoadState=loaded\\n"
+                  "InvocationID=abc\\nInactiveExitTimestampMonotonic=1000000" % (unit, active, sub, restarts))
+print("\\n\\n".join(blocks))
 '''
 
 FAKE_JOURNALCTL = '''#!/bin/sh

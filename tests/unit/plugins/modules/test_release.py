@@ -381,3 +381,17 @@ def test_bad_input_fails_with_the_option_named_and_changes_nothing(module, tmp_p
     assert result["failed"] is True
     assert fragment in result["msg"]
     assert not (tmp_path / "untouched").exists()
+
+
+def test_shared_directories_are_linked_into_the_release(module, tmp_path):
+    root = tmp_path / "app"
+    (root / "shared" / "logs").mkdir(parents=True)
+    created = _run(module, root, release_id="r1", shared=["logs", "uploads"])
+    assert "link r1/logs -> ../../shared/logs" in created["actions"]
+    assert os.readlink(root / "releases" / "r1" / "logs") == "../../shared/logs"
+    assert (root / "releases" / "r1" / "logs").resolve() == (root / "shared" / "logs").resolve()
+    assert _run(module, root, release_id="r1", shared=["logs", "uploads"], status="ready")["actions"] == [
+        "set r1 status ready"]
+    (root / "releases" / "r1" / "media").mkdir()
+    assert "ships its own media" in _failed(module, root, release_id="r1", shared=["media"])
+    assert "shared entries are directory names" in _failed(module, root, release_id="r1", shared=["../etc"])

@@ -1,0 +1,81 @@
+# -*- coding: utf-8 -*-
+# Copyright: botstack.deploy contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Reading systemd units and their journal, shared by health_gate and systemd_units."""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import time
+
+UNIT_PROPERTIES = ("Id", "ActiveState", "SubState", "Result", "NRestarts", "LoadState", "UnitFileState",
+                   "InvocationID", "InactiveExitTimestampMonotonic")
+
+
+def unit_states(module, units):
+    """{unit: {property: value}} for every unit, read with one systemctl call."""
+    if not units:
+        return {}
+    rc, out, err = module.run_command(
+        ["systemctl", "show", "--property=" + ",".join(UNIT_PROPERTIES), "--"] + list(units))
+    if rc != 0:
+        return dict((unit, {"error": (err or out).strip()}) for unit in units)
+    blocks, current = [], {}
+    for line in out.splitlines() + [""]:
+        if not line.strip():
+            if current:
+                blocks.append(current)
+            current = {}
+            continue
+        key, sep, value = line.partition("=")
+        if sep:
+            current[key] = value
+    # systemctl prints one block per unit, in the order asked.
+    return dict((unit, blocks[i] if i < len(blocks) else {}) for i, unit in enumerate(units))
+
+
+def restarts(state):
+    try:
+        return int(state.get("NRestarts") or 0)
+    except ValueError:
+        return 0
+
+
+def unit_problem(unit, state, baseline, max_restarts):
+    """Why the unit cannot become healthy any more, or None."""
+    active, sub = state.get("ActiveState"), state.get("SubState")
+    if state.get("LoadState") == "not-found":
+        return "unit %s does not exist (check the unit name, and that the app role ran)" % unit
+    if active == "failed":
+        return "unit %s entered the failed state (result: %s)" % (unit, state.get("Result"))
+    restarted = restarts(state) - baseline
+    if restarted > max_restarts:
+        return "unit %s is crash-looping: restarted %d time(s) while it was watched (result: %s)" % (
+            unit, restarted, state.get("Result"))
+    if sub == "auto-restart" and max_restarts == 0:
+        return "unit %s is crash-looping: it exited (result: %s) and waits to be restarted" % (unit, state.get("Result"))
+    if active in ("inactive", "deactivating"):
+        return "unit %s is not running (%s/%s): start it before gating, or it stopped" % (unit, active, sub)
+    return None
+
+
+def journal(module, unit, state, lines):
+    """The unit's journal lines since its current start (not those of earlier runs)."""
+    since = []
+    started_us = state.get("InactiveExitTimestampMonotonic") or "0"
+    if started_us.isdigit() and int(started_us) > 0:
+        # systemd's monotonic timestamps share CLOCK_MONOTONIC with time.monotonic().
+        started_at = time.time() - (time.monotonic() - int(started_us) / 1e6)
+        since = ["--since", "@%d" % int(started_at - 1)]
+    rc, out, err = module.run_command(
+        ["journalctl", "--unit", unit, "--lines", str(lines), "--no-pager", "--output", "short-iso"] + since)
+    return (out if rc == 0 else err).splitlines()[-lines:]
+
+
+def established(module, ports):
+    """Established TCP connections whose local port is one of ports (ss from iproute2)."""
+    if not ports:
+        return []
+    expression = " or ".join("sport = :%d" % int(port) for port in ports)
+    rc, out, dummy = module.run_command(["ss", "-Htn", "state", "established", "( %s )" % expression])
+    return [line for line in out.splitlines() if line.strip()] if rc == 0 else []

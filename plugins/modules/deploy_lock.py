@@ -1,0 +1,195 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: botstack.deploy contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: deploy_lock
+short_description: Take or release an application's deploy lock, recording who holds it and since when
+version_added: 0.1.0
+description:
+  - A deploy lock is a file holding its owner, the time it was taken and what the deploy does. It is
+    created atomically (C(O_EXCL)), so two deploys of one application never run at once.
+  - A lock held by another owner stops the task with the owner, its age and what it was doing; it is
+    never broken silently. I(break_lock=true) takes it over (after checking that deploy really died).
+  - A lock held by the same I(owner) is taken over with a warning: it is that owner's own run, interrupted
+    (a timeout, a killed terminal, an AWX job cancelled) and now retried.
+  - Taking and releasing the lock is bookkeeping, not a change to the host: the task reports C(changed=false).
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: In check mode a lock held by another owner still fails the task; nothing is written.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  path:
+    description: Lock file (its directory must exist), e.g. C(<app_root>/.deploy.lock).
+    type: path
+    required: true
+  state:
+    description: C(acquired) takes the lock, C(released) gives it back (only when this owner holds it).
+    type: str
+    choices: [acquired, released]
+    default: acquired
+  owner:
+    description: Who deploys, e.g. C(alice@laptop) or an AWX job's user and template.
+    type: str
+    required: true
+  details:
+    description: What the deploy does (release, version, action), shown to whoever finds the lock held.
+    type: dict
+    default: {}
+  break_lock:
+    description: Take over a lock held by another owner. Only when that deploy is known to be dead.
+    type: bool
+    default: false
+author:
+  - botstack.deploy maintainers (@botstack)
+"""
+
+EXAMPLES = r"""
+- name: Take the deploy lock
+  botstack.deploy.deploy_lock:
+    path: /opt/botstack/.deploy.lock
+    owner: "{{ lookup('ansible.builtin.env', 'USER') }}@{{ lookup('ansible.builtin.pipe', 'hostname') }}"
+    details: {release: v2-60fddc2ebe09, action: deploy}
+
+- name: Give it back
+  botstack.deploy.deploy_lock:
+    path: /opt/botstack/.deploy.lock
+    owner: "{{ lookup('ansible.builtin.env', 'USER') }}@{{ lookup('ansible.builtin.pipe', 'hostname') }}"
+    state: released
+"""
+
+RETURN = r"""
+holder:
+  description: The lock's content before the task (owner, since, details), or null when it was free.
+  returned: always
+  type: dict
+  sample: {"owner": "alice@laptop", "since": "2026-11-23T10:00:00Z", "age_seconds": 42, "details": {"release": "v2"}}
+taken_over:
+  description: Whether a lock left by an earlier run was taken over.
+  returned: state=acquired
+  type: bool
+"""
+
+import datetime
+import errno
+import json
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _read(path):
+    try:
+        with open(path) as handle:
+            holder = json.load(handle)
+    except (IOError, OSError) as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+    except ValueError:
+        holder = {"owner": "unknown (unreadable lock file)", "since": None}
+    try:
+        since = datetime.datetime.strptime(holder.get("since") or "", "%Y-%m-%dT%H:%M:%SZ")
+        holder["age_seconds"] = int((_now() - since.replace(tzinfo=datetime.timezone.utc)).total_seconds())
+    except ValueError:
+        holder["age_seconds"] = None
+    return holder
+
+
+def _age(seconds):
+    if seconds is None:
+        return "for an unknown time"
+    if seconds < 120:
+        return "for %d s" % seconds
+    if seconds < 7200:
+        return "for %d min" % (seconds // 60)
+    return "for %.1f h" % (seconds / 3600.0)
+
+
+def _write_exclusive(path, content):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(content, handle, sort_keys=True)
+        handle.write("\n")
+
+
+def acquire(module, p):
+    content = {"owner": p["owner"], "since": _now().strftime("%Y-%m-%dT%H:%M:%SZ"), "details": p["details"],
+               "pid": os.getpid()}
+    holder = _read(p["path"])
+    taken_over = False
+    if holder is not None:
+        if holder.get("owner") != p["owner"] and not p["break_lock"]:
+            module.fail_json(
+                msg="deploy lock %s is held by %s %s (since %s) for %s. Wait for that deploy to finish; if it "
+                    "died, check nothing is running and set deploy_lock_break=true (break_lock) to take it over"
+                    % (p["path"], holder.get("owner"), _age(holder.get("age_seconds")), holder.get("since"),
+                       json.dumps(holder.get("details") or {}, sort_keys=True)),
+                holder=holder)
+        module.warn("took over the deploy lock %s held by %s %s (%s)" % (
+            p["path"], holder.get("owner"), _age(holder.get("age_seconds")),
+            "same owner: an interrupted run retried" if holder.get("owner") == p["owner"] else "break_lock=true"))
+        taken_over = True
+    if not module.check_mode:
+        if holder is not None:
+            os.unlink(p["path"])
+        try:
+            _write_exclusive(p["path"], content)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise
+            raced = _read(p["path"]) or {}
+            module.fail_json(msg="deploy lock %s was taken by %s at the same moment; run again once it is free"
+                                 % (p["path"], raced.get("owner")), holder=raced)
+    module.exit_json(changed=False, holder=holder, taken_over=taken_over)
+
+
+def release(module, p):
+    holder = _read(p["path"])
+    if holder is not None and holder.get("owner") != p["owner"]:
+        module.warn("deploy lock %s is held by %s, not %s; left in place" % (p["path"], holder.get("owner"), p["owner"]))
+    elif holder is not None and not module.check_mode:
+        os.unlink(p["path"])
+    module.exit_json(changed=False, holder=holder)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True),
+            state=dict(type="str", default="acquired", choices=["acquired", "released"]),
+            owner=dict(type="str", required=True),
+            details=dict(type="dict", default={}),
+            break_lock=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    if not p["owner"].strip():
+        module.fail_json(msg="owner must name who deploys (e.g. alice@laptop), got an empty string")
+    if not os.path.isdir(os.path.dirname(p["path"]) or "/"):
+        module.fail_json(msg="the directory of the lock file %s does not exist; apply the app role first" % p["path"])
+    try:
+        if p["state"] == "acquired":
+            acquire(module, p)
+        release(module, p)
+    except (IOError, OSError) as exc:
+        module.fail_json(msg="deploy lock %s: %s" % (p["path"], exc))
+
+
+if __name__ == "__main__":
+    main()
