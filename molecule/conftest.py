@@ -35,6 +35,17 @@ def run_playbook(playbook: pathlib.Path, *args: str) -> subprocess.CompletedProc
     return subprocess.run(cmd, capture_output=True, text=True, check=False)
 
 
+def test_secrets() -> list[str]:
+    """The scenario's known secret values (verifier env BOTSTACK_TEST_SECRETS, comma-separated)."""
+    return [v for v in os.environ.get("BOTSTACK_TEST_SECRETS", "").split(",") if v]
+
+
+def assert_no_secret_in(output: str, what: str) -> None:
+    """The project's goal: 0 occurrences of a secret in any output, at any verbosity."""
+    leaked = {secret: output.count(secret) for secret in test_secrets() if secret in output}
+    assert not leaked, f"{what} printed secrets (occurrences: {leaked})"
+
+
 def play_recap(output: str) -> dict[str, dict[str, int]]:
     """Per-host counters from a PLAY RECAP."""
     return {
@@ -87,10 +98,11 @@ def assert_role_rejects(role: str, role_vars: dict, fragment: str, tmp_dir: path
         "vars": play_vars or {},
         "roles": [{"role": f"botstack.deploy.{role}", "vars": role_vars}],
     }]))
-    result = run_playbook(playbook)
+    result = run_playbook(playbook, "-vvv")
     recap = play_recap(result.stdout)
     assert result.returncode != 0, f"{role} accepted {role_vars}:\n{result.stdout[-3000:]}"
     assert fragment in result.stdout + result.stderr, result.stdout[-3000:]
+    assert_no_secret_in(result.stdout + result.stderr, f"rejecting {role_vars} at -vvv")
     if not allow_changes:
         assert recap and all(c["changed"] == 0 for c in recap.values()), recap
 

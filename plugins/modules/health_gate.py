@@ -159,7 +159,7 @@ unit_state:
   returned: when I(units) are given
   type: dict
 journal:
-  description: Per unit, the journal lines logged since its current start.
+  description: The journal lines of the failing unit (or, when the answers failed, the first unit) since its current start.
   returned: on failure, when I(units) are given
   type: dict
 """
@@ -327,12 +327,15 @@ def main():
     if body:
         evidence.append("last body: %s" % body[:500])
     if p["units"]:
+        # The journal of the unit that failed; when the answers failed, of the unit serving them.
+        culprits = [u for u in p["units"] if reason and (" %s " % u) in (" %s " % reason)] or p["units"][:1]
         result["journal"] = {}
         for unit in p["units"]:
             state = result["unit_state"][unit]
-            result["journal"][unit] = journal(module, unit, state, p["journal_lines"])
             shown = dict((k, v) for k, v in state.items() if k in ("ActiveState", "SubState", "Result", "NRestarts"))
             evidence.append("unit %s: %s" % (unit, shown))
+        for unit in culprits:
+            result["journal"][unit] = journal(module, unit, result["unit_state"][unit], p["journal_lines"])
             evidence.append("journal of %s since its current start:\n%s" % (unit, "\n".join(result["journal"][unit])))
     module.fail_json(msg="\n".join(evidence), **result)
 

@@ -84,3 +84,24 @@ def test_data_survives_a_restart(host):
 ])
 def test_bad_input_is_rejected_before_anything_changes(role_vars, fragment, ephemeral_dir):
     assert_role_rejects("redis", role_vars, fragment, ephemeral_dir)
+
+
+def test_queued_jobs_survive_memory_pressure(host):
+    """Past maxmemory, the default policy evicts TTL'd cache keys and never a queue entry."""
+    before = cli(host, OPS, "config", "get", "maxmemory").stdout.split()[-1]
+    assert cli(host, OPS, "config", "set", "maxmemory", "4mb").stdout.strip() == "OK"
+    try:
+        payload = "q" * 512
+        for n in range(400):  # the queue: a stream without TTL, as Taskiq's broker keeps it
+            assert cli(host, OPS, "xadd", "bot:queue", "*", "job", f"{n}-{payload}").rc == 0
+        script = ("for i in $(seq 1 1200); do echo SET bot:cache:$i $(head -c 8192 /dev/zero | tr '\\0' c) EX 3600; done"
+                  " | redis-cli %s > /dev/null" % OPS)
+        host.run(script)
+        info = cli(host, OPS, "info", "stats").stdout
+        evicted = int(next(line.split(":")[1] for line in info.splitlines() if line.startswith("evicted_keys:")))
+        assert evicted > 0, "the cache never went past maxmemory; the test proved nothing"
+        assert cli(host, OPS, "xlen", "bot:queue").stdout.strip() == "400"
+    finally:
+        cli(host, OPS, "del", "bot:queue")
+        host.run("redis-cli %s --scan --pattern 'bot:cache:*' | xargs -r redis-cli %s del > /dev/null" % (OPS, OPS))
+        cli(host, OPS, "config", "set", "maxmemory", before)

@@ -1,0 +1,116 @@
+"""A steady request loop through the proxy, counting every request that did not succeed.
+
+Used by the deploy scenario's verify step and by benchmarks/deploy.py, so both count
+failed requests the same way: a request fails when it errors (refused, reset, timeout)
+or answers anything but 2xx.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import threading
+import time
+
+import requests
+import urllib3
+
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+
+@dataclasses.dataclass
+class Report:
+    total: int = 0
+    failed: int = 0
+    slow_total: int = 0
+    statuses: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    versions: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    failures: list = dataclasses.field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{self.total} requests ({self.slow_total} slow), {self.failed} failed, statuses "
+                f"{dict(self.statuses)}, versions {dict(self.versions)}, first failures {self.failures[:5]}")
+
+
+class Traffic:
+    """Requests at `rate` per second to `path`, plus a slow request every `slow_every` seconds.
+
+    Half the clients keep their connection alive, half open a new one per request, as real
+    clients (and Telegram) do. Use as a context manager; the report is in `.report`.
+    """
+
+    def __init__(self, base_url: str, host_header: str, rate: float = 20.0, path: str = "/health",
+                 slow_every: float = 1.0, slow_seconds: float = 3.0, clients: int = 4):
+        self.base_url, self.host_header, self.path = base_url.rstrip("/"), host_header, path
+        self.rate, self.slow_every, self.slow_seconds, self.clients = rate, slow_every, slow_seconds, clients
+        self.report = Report()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def _record(self, ok: bool, status, version=None, detail=None, slow=False):
+        with self._lock:
+            self.report.total += 1
+            self.report.slow_total += slow
+            self.report.statuses[status] += 1
+            if version:
+                self.report.versions[version] += 1
+            if not ok:
+                self.report.failed += 1
+                if len(self.report.failures) < 50:
+                    self.report.failures.append(f"{time.strftime('%H:%M:%S')} {status} {detail}")
+
+    def _request(self, session, url, timeout, slow=False):
+        try:
+            response = session.get(url, headers={"Host": self.host_header}, verify=False, timeout=timeout)
+        except requests.RequestException as exc:
+            self._record(False, "error", detail=f"{url}: {type(exc).__name__}: {exc}"[:300], slow=slow)
+            return
+        version = None
+        try:
+            version = response.json().get("version")
+        except ValueError:
+            pass
+        ok = 200 <= response.status_code < 300
+        self._record(ok, response.status_code, version, None if ok else f"{url}: {response.text[:200]}", slow=slow)
+
+    def _client(self, index: int):
+        keepalive = index % 2 == 0
+        session = requests.Session()
+        interval = self.clients / self.rate
+        next_at = time.monotonic() + index * interval / self.clients
+        while not self._stop.is_set():
+            time.sleep(max(0.0, next_at - time.monotonic()))
+            next_at += interval
+            if not keepalive:
+                session.close()
+                session = requests.Session()
+            self._request(session, self.base_url + self.path, timeout=10)
+        session.close()
+
+    def _slow(self):
+        for n in itertools.count():
+            if self._stop.wait(self.slow_every):
+                return
+            threading.Thread(target=self._request, daemon=True, args=(
+                requests.Session(), f"{self.base_url}/api/slow?seconds={self.slow_seconds}&n={n}",
+                self.slow_seconds + 30, True)).start()
+
+    def __enter__(self) -> Traffic:
+        self._threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(self.clients)]
+        if self.slow_every:
+            self._threads.append(threading.Thread(target=self._slow, daemon=True))
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        # Let the slow requests in flight finish before counting.
+        time.sleep(self.slow_seconds + 1 if self.slow_every else 0)
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+        deadline = time.monotonic() + self.slow_seconds + 35
+        while threading.active_count() > 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return False
