@@ -91,5 +91,5 @@ for suite in ${BOTSTACK_TEST_SUITES:-bookworm}; do
   step image "$(scripts/build-test-image.sh "$suite")"
 done
 # Host-wide apt archive shared by every test container (a package downloads once per machine).
-mkdir -p /var/cache/botstack/apt-archives/partial
+mkdir -p /var/cache/botstack/apt-archives/partial /var/cache/botstack/python-cache
 step done "in $((SECONDS - t0)) s"

@@ -15,8 +15,8 @@ description:
     created atomically (C(O_EXCL)), so two deploys of one application never run at once.
   - A lock held by another owner stops the task with the owner, its age and what it was doing; it is
     never broken silently. I(break_lock=true) takes it over (after checking that deploy really died).
-  - A lock held by the same I(owner) is taken over with a warning: it is that owner's own run, interrupted
-    (a timeout, a killed terminal, an AWX job cancelled) and now retried.
+  - A lock held by the same I(owner) is taken over with a warning, since it is that owner's own run, interrupted
+    by a timeout, a killed terminal or a cancelled AWX job, and now retried.
   - Taking and releasing the lock is bookkeeping, not a change to the host: the task reports C(changed=false).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes

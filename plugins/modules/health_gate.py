@@ -111,7 +111,7 @@ EXAMPLES = r"""
     timeout: 60
     units: [botstack-api@green.service]
 
-- name: Gate the workers (no HTTP endpoint): running, not restarting, three checks in a row
+- name: Gate the workers (no HTTP endpoint) - running, not restarting, three checks in a row
   botstack.deploy.health_gate:
     units: [botstack-worker@green.service]
     successes: 3

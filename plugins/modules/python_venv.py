@@ -21,8 +21,8 @@ description:
   - With I(state=pruned), removes the venvs no release under I(app_roots) links to (C(releases/*/.venv))
     and that are not listed in I(in_use), keeping the I(keep_unused) newest unused ones, and clears
     leftovers of interrupted builds.
-  - Only what the module created is ever removed: venvs with its manifest and its own temporary
-    (C(.tmp-<venv>-<random>)) and trash directories. Anything else in I(venvs_dir) is reported in
+  - Only what the module created is ever removed, that is venvs with its manifest and its own temporary
+    and trash directories (C(.tmp-<venv>-<random>)). Anything else in I(venvs_dir) is reported in
     C(foreign) and left alone, so a mistyped I(venvs_dir) cannot wipe unrelated data.
   - Builders and pruners of one I(venvs_dir) are serialised with an C(flock) on C(<venvs_dir>/.venvs.lock).
 extends_documentation_fragment:

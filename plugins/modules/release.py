@@ -53,14 +53,14 @@ options:
         rollback target, pinned or I(protect)ed ones, and clears leftovers of interrupted runs.
       - C(rolled_back) points C(current) back at I(release_id) or the rollback target (through I(slot) when
         given) and, with I(mark_failed), marks the release it left as C(failed). Repeated after it completed,
-        it changes nothing: the target is computed from the release that was rolled back, not from C(current).
+        it changes nothing, because the target is computed from the release that was rolled back, not from C(current).
     type: str
     choices: [present, assigned, active, absent, pruned, rolled_back]
     default: present
   revision:
     description:
       - Source revision recorded when the release is created (I(state=present) only). A release id names one
-        revision: giving another revision for an existing release fails.
+        revision, so giving another revision for an existing release fails.
     type: str
   status:
     description:

@@ -51,6 +51,33 @@ def test_password_is_stored_as_scram(host):
     assert sql(host, "SELECT rolpassword ~ '^SCRAM-SHA-256\\$4096:' FROM pg_authid WHERE rolname = 'bot'") == "t"
 
 
+def test_a_rotated_password_gets_a_new_random_salt_and_the_old_one_stops_working(host, ephemeral_dir):
+    """The verifier is kept while the password matches (idempotence), renewed with a new salt when it changes."""
+    import json
+    from conftest import run_playbook
+
+    before = sql(host, "SELECT rolpassword FROM pg_authid WHERE rolname = 'bot'")
+    playbook = ephemeral_dir / "rotate.yml"
+
+    def converge(password):
+        playbook.write_text(json.dumps([{"name": "Rotate", "hosts": "db", "become": True, "tasks": [{
+            "name": "Roles", "ansible.builtin.include_role": {"name": "botstack.deploy.postgresql", "tasks_from": "objects"},
+            "vars": {"postgresql_users": [{"name": "bot", "password": password}]}}]}]))
+        result = run_playbook(playbook)
+        assert result.returncode == 0, result.stdout[-3000:]
+        return sql(host, "SELECT rolpassword FROM pg_authid WHERE rolname = 'bot'")
+
+    try:
+        rotated = converge("rotated-db-secret-for-tests")
+        assert rotated != before and rotated.split("$")[1] != before.split("$")[1], "the salt must change"
+        login = "PGPASSWORD=%s psql -XAtq 'host=localhost user=bot dbname=botstack sslmode=require' -c 'select 1'"
+        assert host.run(login % "rotated-db-secret-for-tests").rc == 0
+        assert host.run(login % "bot-db-secret-for-tests").rc != 0
+    finally:
+        restored = converge("bot-db-secret-for-tests")
+    assert converge("bot-db-secret-for-tests") == restored, "an unchanged password keeps its verifier"
+
+
 def test_database_extension_and_grants(host):
     assert sql(host, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'botstack'") == "bot"
     assert sql(host, "SELECT extname FROM pg_extension WHERE extname = 'pgcrypto'", db="botstack") == "pgcrypto"
