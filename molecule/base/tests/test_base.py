@@ -112,13 +112,6 @@ def test_security_suite_is_an_apt_source(host):
     assert host.run("grep -rqs -- '-security' /etc/apt/sources.list /etc/apt/sources.list.d").rc == 0
 
 
-def test_application_user_cannot_log_in(host):
-    user = host.user("botstack")
-    assert user.shell == "/usr/sbin/nologin"
-    assert user.password in ("!", "*", "!*")
-    assert host.file("/srv/botstack").mode == 0o750
-
-
 def test_persistent_journal_with_caps(host):
     assert host.file("/var/log/journal").is_directory
     conf = host.check_output("systemd-analyze cat-config systemd/journald.conf")
