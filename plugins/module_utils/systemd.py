@@ -60,15 +60,23 @@ def unit_problem(unit, state, baseline, max_restarts):
 
 
 def journal(module, unit, state, lines):
-    """The unit's journal lines since its current start (not those of earlier runs)."""
-    since = []
-    started_us = state.get("InactiveExitTimestampMonotonic") or "0"
-    if started_us.isdigit() and int(started_us) > 0:
-        # systemd's monotonic timestamps share CLOCK_MONOTONIC with time.monotonic().
-        started_at = time.time() - (time.monotonic() - int(started_us) / 1e6)
-        since = ["--since", "@%d" % int(started_at - 1)]
+    """The journal lines of the unit's run that state describes (its InvocationID), not of other runs.
+
+    Given the state read when a failure was seen, a crash loop's evidence is the complete output of
+    the run that crashed, not the beginning of the next attempt.
+    """
+    invocation = state.get("InvocationID") or ""
+    if len(invocation) == 32:
+        match = ["_SYSTEMD_INVOCATION_ID=%s" % invocation]
+    else:
+        match = ["--unit", unit]
+        started_us = state.get("InactiveExitTimestampMonotonic") or "0"
+        if started_us.isdigit() and int(started_us) > 0:
+            # systemd's monotonic timestamps share CLOCK_MONOTONIC with time.monotonic().
+            started_at = time.time() - (time.monotonic() - int(started_us) / 1e6)
+            match += ["--since", "@%d" % int(started_at - 1)]
     rc, out, err = module.run_command(
-        ["journalctl", "--unit", unit, "--lines", str(lines), "--no-pager", "--output", "short-iso"] + since)
+        ["journalctl", "--lines", str(lines), "--no-pager", "--output", "short-iso"] + match)
     return (out if rc == 0 else err).splitlines()[-lines:]
 
 

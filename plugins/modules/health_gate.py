@@ -236,6 +236,24 @@ def probe(params):
     return True, status, None, body
 
 
+def _settled(module, states, reason, wait=5.0):
+    """Unit states whose runs are over, so their journal is complete.
+
+    A crash loop seen through its restart counter may already be in its next attempt, whose
+    output is not all there yet: wait (briefly) for that attempt to end too.
+    """
+    if not reason or "crash-looping" not in reason:
+        return states
+    looping = [u for u in states if (" %s " % u) in (" %s " % reason)]
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if all(states[u].get("SubState") not in ("running", "start", "start-pre", "start-post") for u in looping):
+            return states
+        time.sleep(0.25)
+        states = dict(states, **unit_states(module, looping))
+    return states
+
+
 def _validate(module):
     p = module.params
     if p["url"] is None and not p["units"]:
@@ -317,6 +335,7 @@ def main():
         last_error=error,
         last_body=body[:SHOWN_BODY],
     )
+    seen = _settled(module, states, reason)
     if p["units"]:
         result["unit_state"] = unit_states(module, p["units"]) if reason else states
     if reason is None:
@@ -335,8 +354,8 @@ def main():
             shown = dict((k, v) for k, v in state.items() if k in ("ActiveState", "SubState", "Result", "NRestarts"))
             evidence.append("unit %s: %s" % (unit, shown))
         for unit in culprits:
-            result["journal"][unit] = journal(module, unit, result["unit_state"][unit], p["journal_lines"])
-            evidence.append("journal of %s since its current start:\n%s" % (unit, "\n".join(result["journal"][unit])))
+            result["journal"][unit] = journal(module, unit, seen.get(unit) or result["unit_state"][unit], p["journal_lines"])
+            evidence.append("journal of %s (the run that failed):\n%s" % (unit, "\n".join(result["journal"][unit])))
     module.fail_json(msg="\n".join(evidence), **result)
 
 

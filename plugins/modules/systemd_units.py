@@ -174,9 +174,9 @@ def _drain(module, ports, timeout):
     return {"seconds": round(time.monotonic() - started, 2), "remaining": remaining}
 
 
-def _evidence(module, units, lines):
+def _evidence(module, units, lines, seen=None):
     states = unit_states(module, units)
-    return dict((u, journal(module, u, states[u], lines)) for u in units), states
+    return dict((u, journal(module, u, (seen or states)[u], lines)) for u in units), states
 
 
 def _settle(module, units, checks, interval, lines):
@@ -193,8 +193,8 @@ def _settle(module, units, checks, interval, lines):
             if problem is None and states[unit].get("SubState") != "running" and check == checks - 1:
                 problem = "unit %s is still %s/%s" % (unit, states[unit].get("ActiveState"), states[unit].get("SubState"))
             if problem:
-                logs, dummy = _evidence(module, [unit], lines)
-                module.fail_json(msg="%s\njournal of %s since its start:\n%s" % (problem, unit, "\n".join(logs[unit])),
+                logs, dummy = _evidence(module, [unit], lines, states)
+                module.fail_json(msg="%s\njournal of %s (the run that failed):\n%s" % (problem, unit, "\n".join(logs[unit])),
                                  units=states, journal=logs)
 
 
@@ -280,7 +280,7 @@ def main():
                 logs = dict((u, lines) for u, lines in logs.items() if after[u].get("ActiveState") != "active")
                 module.fail_json(msg="%s failed: %s%s" % (
                     " ".join(argv), (err or out).strip(),
-                    "".join("\njournal of %s since its start:\n%s" % (u, "\n".join(lines)) for u, lines in logs.items())),
+                    "".join("\njournal of %s (the run that failed):\n%s" % (u, "\n".join(lines)) for u, lines in logs.items())),
                     units=states, journal=logs, actions=result["actions"])
             if argv[1] == "start" and p["settle"]:
                 _settle(module, to_start, p["settle"], p["settle_interval"], p["journal_lines"])

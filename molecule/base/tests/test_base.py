@@ -6,8 +6,10 @@ import re
 import subprocess
 
 import pytest
-from conftest import assert_role_rejects, container_address
+from conftest import assert_role_rejects, container_address, run_playbook
 from instruments import lynis_in_container, ssh_audit_in_container
+
+testinfra_hosts = ["base-host"]
 
 ADMIN = "opsadmin"
 LYNIS_TARGET = 75
@@ -89,6 +91,50 @@ def test_firewall_denies_by_default_and_keeps_ssh_open(host):
     assert "22/tcp                     LIMIT IN    Anywhere" in status
     assert "5432/tcp                   ALLOW IN    10.10.0.0/16" in status
     assert "80/tcp" not in status
+
+
+def _reaches_ssh(source: str | None, target: str) -> bool:
+    """A TCP connection to target:22 from the probe container (source) or from the controller (None)."""
+    probe = f"import socket; socket.create_connection(({target!r}, 22), timeout=3).close()"
+    cmd = (["docker", "exec", source, "python3", "-c", probe] if source else ["python3", "-c", probe])
+    return subprocess.run(cmd, capture_output=True, timeout=30, check=False).returncode == 0
+
+
+def _firewall(ephemeral_dir, **role_vars):
+    playbook = ephemeral_dir / "firewall.yml"
+    playbook.write_text(json.dumps([{"name": "Firewall", "hosts": "hardened", "become": True, "tasks": [{
+        "name": "Firewall", "ansible.builtin.include_role": {"name": "botstack.deploy.base", "tasks_from": "firewall"},
+        "vars": role_vars}]}]))
+    result = run_playbook(playbook)
+    assert result.returncode == 0, result.stdout[-3000:]
+    return result
+
+
+def test_narrowing_the_ssh_allow_list_closes_ssh_to_everyone_else(host, ephemeral_dir):
+    """The firewall converges to the declared rules: the open SSH rule goes when an allow-list is set."""
+    target, probe = container_address("base-host"), container_address("base-probe")
+    assert _reaches_ssh("base-probe", target) and _reaches_ssh(None, target)
+    host.run("ufw allow 9999/tcp")  # a rule added by hand
+    try:
+        _firewall(ephemeral_dir, base_ssh_allow_cidrs=[f"{probe}/32"],
+                  base_firewall_rules=[{"port": "5432", "from": ["10.10.0.0/16"], "comment": "postgresql from app hosts"}])
+        status = host.check_output("ufw status")
+        assert f"22/tcp                     LIMIT       {probe}" in status, status
+        assert "Anywhere" not in status.split("22/tcp", 1)[1].splitlines()[0], status
+        assert "9999" not in status, status
+        assert _reaches_ssh("base-probe", target), "the listed source must still connect"
+        assert not _reaches_ssh(None, target), "an unlisted source must be refused"
+        host.run("ufw allow 9998/tcp")
+        kept = _firewall(ephemeral_dir, base_firewall_prune=False, base_ssh_allow_cidrs=[f"{probe}/32"],
+                         base_firewall_rules=[{"port": "5432", "from": ["10.10.0.0/16"], "comment": "postgresql from app hosts"}])
+        assert "9998" in host.check_output("ufw status")
+        assert "kept because base_firewall_prune is false" in kept.stdout and "allow 9998/tcp from any" in kept.stdout
+    finally:
+        _firewall(ephemeral_dir, base_firewall_rules=[{"port": "5432", "from": ["10.10.0.0/16"],
+                                                        "comment": "postgresql from app hosts"}])
+    status = host.check_output("ufw status")
+    assert "22/tcp                     LIMIT       Anywhere" in status and probe not in status and "9998" not in status
+    assert _reaches_ssh(None, target)
 
 
 def test_fail2ban_sshd_jail_is_active(host):

@@ -55,8 +55,11 @@ def test_http_redirects_to_https_except_acme(host):
 
 def test_static_files_and_gzip(host, pebble_root):
     assert host.check_output(CURL + " https://app.test/static/health") == "health from the app"
-    encoding = host.check_output(CURL + " -H 'Accept-Encoding: gzip' -D - -o /dev/null https://app.test/static/index.html")
-    assert "content-type: text/html" in encoding.lower()
+    host.run_expect([0], "python3 -c \"print('a bot reply, ' * 300)\" > /srv/upstream/large.txt")
+    headers = host.check_output(CURL + " -H 'Accept-Encoding: gzip' -D - -o /dev/null https://app.test/static/large.txt")
+    assert "content-type: text/plain" in headers.lower() and "content-encoding: gzip" in headers.lower(), headers
+    plain = host.check_output(CURL + " -D - -o /dev/null https://app.test/static/large.txt")
+    assert "content-encoding" not in plain.lower(), plain
 
 
 def test_metrics_only_from_localhost(host, pebble_root):
@@ -101,7 +104,29 @@ def test_gixy_finds_no_issues(host, reports_dir):
                             timeout=60, check=False)
     (reports_dir / "gixy.txt").write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "No issues found" in result.stdout or "Total issues" not in result.stdout, result.stdout
+    assert "No issues found" in result.stdout, result.stdout
+
+
+def test_a_new_alias_re_issues_the_certificate_with_both_names(host, ephemeral_dir, pebble_root):
+    """A changed name list gets a certificate for the new list; an unchanged one issues nothing."""
+    import json
+    from conftest import play_recap, run_playbook
+
+    host.run("grep -q ' www.app.test' /etc/hosts || sed -i 's/ app.test$/ app.test www.app.test/' /etc/hosts")
+    playbook = ephemeral_dir / "alias.yml"
+    role_vars = {"nginx_server_name": "app.test", "nginx_server_aliases": ["www.app.test"], "nginx_tls_mode": "acme",
+                 "nginx_acme_email": "ops@botstack.test", "nginx_acme_directory": "https://localhost:14000/dir",
+                 "nginx_acme_ca_bundle": "/etc/pebble/ca.crt", "nginx_static_root": "/srv/upstream"}
+    playbook.write_text(json.dumps([{"name": "Alias", "hosts": "all", "become": True,
+                                     "roles": [{"role": "botstack.deploy.nginx", "vars": role_vars}]}]))
+    first = run_playbook(playbook)
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert "re-issue it for a changed list of names" in first.stdout and "changed: [" in first.stdout
+    names = host.check_output("openssl s_client -connect 127.0.0.1:443 -servername www.app.test </dev/null 2>/dev/null"
+                              " | openssl x509 -noout -ext subjectAltName")
+    assert "DNS:app.test" in names and "DNS:www.app.test" in names, names
+    again = run_playbook(playbook)
+    assert play_recap(again.stdout)[host.backend.host]["changed"] == 0, again.stdout[-3000:]
 
 
 def test_rejected_config_is_rolled_back_and_nginx_keeps_serving(host, ephemeral_dir, pebble_root):

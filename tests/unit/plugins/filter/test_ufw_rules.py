@@ -1,0 +1,50 @@
+"""ufw_undeclared against the tuples ufw writes (taken from a real host's user.rules/user6.rules)."""
+from __future__ import annotations
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[4]))
+from ansible_collections.botstack.deploy.plugins.filter.ufw_rules import ufw_undeclared  # noqa: E402
+
+V4 = """*filter
+### tuple ### limit tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=737368
+-A ufw-user-input -p tcp --dport 22 -j ufw-user-limit
+### tuple ### allow tcp 5432 0.0.0.0/0 any 10.10.0.0/16 in comment=706f737467726573716c
+### tuple ### allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in comment=776562
+### tuple ### allow tcp 9999 0.0.0.0/0 any 0.0.0.0/0 in
+"""
+V6 = """### tuple ### limit tcp 22 ::/0 any ::/0 in comment=737368
+### tuple ### allow tcp 80 ::/0 any ::/0 in comment=776562
+### tuple ### allow tcp 9999 ::/0 any ::/0 in
+### tuple ### allow tcp 22 ::/0 any 2001:db8::/32 in
+"""
+DECLARED = [{"rule": "limit", "port": "22", "proto": "tcp", "from": "any"},
+            {"rule": "allow", "port": "5432", "proto": "tcp", "from": "10.10.0.0/16"},
+            {"rule": "allow", "port": "80", "proto": "tcp", "from": "any"}]
+
+
+def test_declared_rules_are_kept_and_others_returned_once():
+    stale = ufw_undeclared([V4, V6], DECLARED)
+    assert [s["label"] for s in stale] == ["allow 22/tcp from 2001:db8::/32", "allow 9999/tcp from any"]
+    assert stale[1] == {"rule": "allow", "proto": "tcp", "port": "9999", "from_ip": "any", "to_ip": "any",
+                        "from_port": None, "direction": "in", "label": "allow 9999/tcp from any"}
+
+
+def test_narrowing_ssh_makes_the_open_rule_undeclared():
+    narrowed = [{"rule": "limit", "port": 22, "from": "10.0.0.0/8"}] + DECLARED[1:]
+    labels = [s["label"] for s in ufw_undeclared([V4, V6], narrowed)]
+    assert "limit 22/tcp from any" in labels
+
+
+def test_nothing_held_nothing_undeclared():
+    assert ufw_undeclared(["", None], DECLARED) == []
+
+
+def test_rules_with_several_sources_become_one_rule_each():
+    from ansible_collections.botstack.deploy.plugins.filter.ufw_rules import ufw_per_source
+    assert ufw_per_source([{"port": 5432, "from": ["10.0.0.0/8", "192.168.0.0/16"], "comment": "pg"},
+                           {"port": 6379, "proto": "tcp"}]) == [
+        {"rule": "allow", "port": "5432", "proto": "tcp", "from": "10.0.0.0/8", "comment": "pg"},
+        {"rule": "allow", "port": "5432", "proto": "tcp", "from": "192.168.0.0/16", "comment": "pg"},
+        {"rule": "allow", "port": "6379", "proto": "tcp", "from": "any"}]
