@@ -51,16 +51,45 @@ stage_sanity() {
 }
 
 stage_build() {
-  local out
+  # Install as a user would, into a clean path holding only the collections galaxy.yml declares,
+  # then run every role's validation from there (a missing dependency fails it).
+  local out rc=0 deps dep
   out=$(mktemp -d)
-  # Install as a user would: dependencies present, this checkout not on the path.
-  ansible-galaxy collection build --force --output-path "$out" . &&
-  tar -tzf "$out"/botstack-deploy-*.tar.gz | sed -n '1,400p' | grep -E '^(molecule|scripts|ansible_collections|\.)' && return 1
-  ANSIBLE_COLLECTIONS_PATH="$out/installed:$PWD/.collections" \
-    ansible-galaxy collection install --offline -p "$out/installed" "$out"/botstack-deploy-*.tar.gz &&
-  ANSIBLE_COLLECTIONS_PATH="$out/installed:$PWD/.collections" ansible-galaxy collection list botstack.deploy &&
-  ANSIBLE_COLLECTIONS_PATH="$out/installed:$PWD/.collections" ansible-doc -t role botstack.deploy.base >/dev/null
-  local rc=$?
+  ansible-galaxy collection build --force --output-path "$out" . || { rm -rf "$out"; return 1; }
+  local listing
+  listing=$(tar -tzf "$out"/botstack-deploy-*.tar.gz)
+  if grep -E '(^|/)(inventories|molecule|scripts|ansible_collections|examples)/|(^|/)\.|vault|password|\.(pem|key)$' <<< "$listing"; then
+    echo "the tarball holds files a collection must not ship (above)"; rm -rf "$out"; return 1
+  fi
+  # The declared collections and what they depend on in turn (their MANIFEST.json).
+  deps=$(python - <<'PY'
+import json, pathlib, yaml
+todo, seen = list(yaml.safe_load(open("galaxy.yml"))["dependencies"]), []
+while todo:
+    name = todo.pop()
+    if name in seen:
+        continue
+    seen.append(name)
+    manifest = pathlib.Path(".collections/ansible_collections", *name.split(".")) / "MANIFEST.json"
+    todo += list(json.loads(manifest.read_text())["collection_info"].get("dependencies") or {})
+print(" ".join(seen))
+PY
+)
+  mkdir -p "$out/clean/ansible_collections"
+  for dep in $deps; do
+    mkdir -p "$out/clean/ansible_collections/${dep%%.*}"
+    cp -r ".collections/ansible_collections/${dep%%.*}/${dep#*.}" "$out/clean/ansible_collections/${dep%%.*}/"
+  done
+  (
+    export ANSIBLE_COLLECTIONS_PATH="$out/clean" ANSIBLE_ROLES_PATH="$out/none"
+    cd "$out" &&
+    ansible-galaxy collection install --offline -p "$out/clean" "$out"/botstack-deploy-*.tar.gz &&
+    ansible-galaxy collection list botstack.deploy &&
+    ansible-doc -t role botstack.deploy.deploy >/dev/null &&
+    ansible-doc -t module botstack.deploy.release >/dev/null &&
+    ansible-playbook -i localhost, --check "$OLDPWD/tests/build/validate-roles.yml" \
+      -e ansible_python_interpreter="$(command -v python)"
+  ) || rc=1
   rm -rf "$out"
   return "$rc"
 }
@@ -70,6 +99,18 @@ stage_molecule() {
 }
 
 passed=0 failed=0 skipped=0
+checks_passed=0 checks_failed=0 checks_skipped=0
+# pytest's own totals ("== 23 passed, 1 skipped in 4.2s ==") from a stage's log.
+count_checks() {
+  local line n
+  line=$(grep -E '[0-9]+ (passed|failed|errors?)[, ].*in [0-9.]+s' "$1" | tail -n1)
+  [[ -n "$line" ]] || return 0
+  n=$(grep -oE '[0-9]+ passed' <<< "$line" | cut -d' ' -f1); checks_passed=$((checks_passed + ${n:-0}))
+  n=$(grep -oE '[0-9]+ failed' <<< "$line" | cut -d' ' -f1); checks_failed=$((checks_failed + ${n:-0}))
+  n=$(grep -oE '[0-9]+ errors?' <<< "$line" | cut -d' ' -f1); checks_failed=$((checks_failed + ${n:-0}))
+  n=$(grep -oE '[0-9]+ skipped' <<< "$line" | cut -d' ' -f1); checks_skipped=$((checks_skipped + ${n:-0}))
+}
+
 run_stage() {
   local name=$1; shift
   local log="$logs/${name//[^a-z0-9_-]/_}.log" t0=$SECONDS rc
@@ -77,6 +118,7 @@ run_stage() {
     printf '[test] %-22s SKIP\n' "$name"; skipped=$((skipped + 1)); return
   fi
   "$@" >"$log" 2>&1; rc=$?
+  count_checks "$log"
   if ((rc == 0)); then
     passed=$((passed + 1))
     printf '[test] %-22s PASS  %4d s\n' "$name" $((SECONDS - t0))
@@ -98,5 +140,6 @@ for stage in "${stages[@]}"; do
   esac
 done
 echo "[test] wall time $((SECONDS - t_all)) s"
-echo "test: $passed passed, $failed failed, $skipped skipped"
+echo "[test] checks (pytest): $checks_passed passed, $checks_failed failed, $checks_skipped skipped"
+echo "test: $passed passed, $failed failed, $skipped skipped; checks: $checks_passed passed, $checks_failed failed, $checks_skipped skipped"
 ((failed == 0))

@@ -46,6 +46,7 @@ _value:
   elements: dict
 """
 
+import ipaddress
 import re
 
 from ansible.errors import AnsibleFilterError
@@ -54,8 +55,14 @@ _TUPLE = re.compile(r"^### tuple ### (\S+) (\S+) (\S+) (\S+) (\S+) (\S+) (\S+)")
 _ANY = ("0.0.0.0/0", "::/0", "any")
 
 
-def _family(address):
-    return "any" if address in _ANY else ("v6" if ":" in address else "v4")
+def _source(address):
+    """One spelling per network: ufw writes 10.0.0.1 for 10.0.0.1/32 and 10.0.0.0/8 as given."""
+    if address in _ANY:
+        return "any"
+    try:
+        return ipaddress.ip_network(address, strict=False).with_prefixlen
+    except ValueError:
+        return address
 
 
 def _declared_keys(declared):
@@ -63,8 +70,7 @@ def _declared_keys(declared):
     for rule in declared:
         try:
             source = str(rule.get("from") or "any")
-            keys.add((str(rule["rule"]), str(rule.get("proto", "tcp")), str(rule["port"]),
-                      "any" if source in _ANY else source))
+            keys.add((str(rule["rule"]), str(rule.get("proto", "tcp")), str(rule["port"]), _source(source)))
         except (KeyError, TypeError, AttributeError):
             raise AnsibleFilterError("ufw_undeclared: every declared rule needs rule and port, got %r" % (rule,))
     return keys
@@ -81,7 +87,7 @@ def ufw_undeclared(rules_files, declared):
                 continue
             action, proto, dport, dst, sport, src, direction = match.groups()
             source = "any" if src in _ANY else src
-            if (action, proto, dport, source) in wanted and dst in _ANY and sport in _ANY and direction == "in":
+            if (action, proto, dport, _source(src)) in wanted and dst in _ANY and sport in _ANY and direction == "in":
                 continue
             # One entry for the v4 and v6 tuples of the same rule: ufw deletes both at once.
             key = (action, proto, dport, "any" if dst in _ANY else dst, sport, source, direction)

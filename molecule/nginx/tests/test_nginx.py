@@ -112,7 +112,7 @@ def test_a_new_alias_re_issues_the_certificate_with_both_names(host, ephemeral_d
     import json
     from conftest import play_recap, run_playbook
 
-    host.run("grep -q ' www.app.test' /etc/hosts || sed -i 's/ app.test$/ app.test www.app.test/' /etc/hosts")
+    host.run("grep -q 'www.app.test' /etc/hosts || echo '127.0.0.1 www.app.test' >> /etc/hosts")
     playbook = ephemeral_dir / "alias.yml"
     role_vars = {"nginx_server_name": "app.test", "nginx_server_aliases": ["www.app.test"], "nginx_tls_mode": "acme",
                  "nginx_acme_email": "ops@botstack.test", "nginx_acme_directory": "https://localhost:14000/dir",

@@ -48,3 +48,10 @@ def test_rules_with_several_sources_become_one_rule_each():
         {"rule": "allow", "port": "5432", "proto": "tcp", "from": "10.0.0.0/8", "comment": "pg"},
         {"rule": "allow", "port": "5432", "proto": "tcp", "from": "192.168.0.0/16", "comment": "pg"},
         {"rule": "allow", "port": "6379", "proto": "tcp", "from": "any"}]
+
+
+def test_a_single_address_matches_its_slash_32():
+    held = "### tuple ### limit tcp 22 0.0.0.0/0 any 172.17.0.3 in comment=737368\n"
+    assert ufw_undeclared([held], [{"rule": "limit", "port": 22, "from": "172.17.0.3/32"}]) == []
+    assert ufw_undeclared(["### tuple ### allow tcp 22 ::/0 any 2001:db8::1 in\n"],
+                          [{"rule": "allow", "port": 22, "from": "2001:db8::1/128"}]) == []
