@@ -27,6 +27,7 @@ APP_ROOT = "/opt/botstack"
 SECRET = "hook-Secret-0f3e9a51c2"
 PLAYBOOKS = pathlib.Path(__file__).resolve().parents[3] / "playbooks"
 KILL_TRIALS = 6  # benchmarks/deploy.py runs at least 20
+SHIPPED: dict = {}  # what earlier tests deployed, for the tests that repeat it
 
 
 @pytest.fixture(scope="module")
@@ -168,17 +169,45 @@ def test_v2_goes_live_under_load_without_a_failed_request_and_a_running_job_fini
     assert entry["result"] == "success" and entry["release"].startswith("v2-") and entry["who"] == "molecule@controller"
 
 
-def test_a_code_only_release_reuses_the_virtualenv(host, base_url):
+def test_rerunning_the_proxy_layer_keeps_the_live_colour(host, base_url):
+    live = releases()["current_slot"]
+    port = 8001 if live == "blue" else 8002
+    assert_ok(run_playbook(PLAYBOOKS / "nginx.yml"))
+    assert host.file(f"/etc/nginx/botstack/upstream-botstack.d/{HOST}.conf").contains(f"127.0.0.1:{port};")
+    assert get(base_url, "/health").json()["version"] == "2.0.0"
+
+
+def test_an_archive_from_the_controller_deploys_code_only_reusing_the_venv_and_runs_the_hooks(host, base_url,
+                                                                                               ephemeral_dir):
+    """v3 shipped as CI would: an archive built on the controller; the hooks run around their phases."""
     before = host.file(f"{APP_ROOT}/current/.venv").linked_to
+    archive = ephemeral_dir / "botapp-v3.tar.gz"
+    subprocess.run(["git", "-C", str(ephemeral_dir / "botapp.git"), "archive", "--format=tar.gz", "-o", str(archive),
+                    "v3"], check=True)
+    hooks = {}
+    for phase in ("before_update_code", "after_switch", "after_finalize"):
+        hook = ephemeral_dir / f"hook-{phase}.yml"
+        hook.write_text(json.dumps([{"name": f"Record {phase}", "ansible.builtin.shell":
+                                     f"echo {phase} $(readlink {APP_ROOT}/current) >> /tmp/hooks.log",
+                                     "changed_when": True}]))
+        hooks[phase] = str(hook)
+    host.run("rm -f /tmp/hooks.log")
+    extra = {"deploy_source": "archive", "deploy_archive": str(archive), "deploy_version": "v3", "deploy_hooks": hooks}
+    SHIPPED["v3"] = extra
     with Traffic(base_url, SITE, rate=20, slow_every=1) as traffic:
-        assert_ok(deploy("-e", "deploy_version=v3"))
+        assert_ok(deploy("-e", json.dumps(extra)))
     assert traffic.report.failed == 0, traffic.report.summary()
     assert get(base_url, "/").json()["version"] == "3.0.0"
     assert host.file(f"{APP_ROOT}/current/.venv").linked_to == before
+    ran = host.check_output("cat /tmp/hooks.log").splitlines()
+    assert [line.split()[0] for line in ran] == ["before_update_code", "after_switch", "after_finalize"], ran
+    assert ran[0].split()[1] != ran[1].split()[1], "after_switch must see the new slot live"
+    sha = subprocess.run(["sha256sum", str(archive)], capture_output=True, text=True, check=True).stdout[:12]
+    assert releases()["current"] == f"v3-{sha}"
 
 
 def test_deploying_the_same_version_again_changes_nothing(host):
-    result = deploy("-e", "deploy_version=v3")
+    result = deploy("-e", json.dumps(dict(SHIPPED["v3"], deploy_hooks={})))
     assert_ok(result)
     assert play_recap(result.stdout)[HOST]["changed"] == 0, result.stdout[-4000:]
 
@@ -215,7 +244,7 @@ def test_rollback_returns_to_the_previous_healthy_release_and_a_retry_changes_no
         assert_ok(deploy(playbook="rollback.yml"))
     assert traffic.report.failed == 0, traffic.report.summary()
     assert get(base_url, "/health").json()["version"] == "2.0.0"
-    assert status_of("v3") == "failed"
+    assert status_of("v3") == "failed"  # the archive's v3 release, rolled back from
     again = deploy(playbook="rollback.yml")
     assert_ok(again)
     assert play_recap(again.stdout)[HOST]["changed"] == 0, again.stdout[-3000:]

@@ -14,8 +14,10 @@ def test_system_python_stays_externally_managed(host):
     assert marker.exists
     owner = host.check_output(f"dpkg -S {marker.path}").split(":")[0]
     assert host.run(f"dpkg --verify {owner}").stdout.count("EXTERNALLY-MANAGED") == 0
-    result = host.run("python3 -m pip --version")
-    assert result.rc != 0 or "externally" in host.run("python3 -m pip install six").stderr
+    # Debian's python3 has no pip (and ensurepip is disabled); uv honours PEP 668 the same way pip does.
+    refused = host.run("/opt/botstack/python-tools/bin/uv pip install --system --python /usr/bin/python3 --offline six")
+    assert refused.rc != 0 and "externally managed" in refused.stderr.lower(), refused.stderr
+    assert host.run("python3 -c 'import six'").rc != 0, "nothing may have been installed into the system Python"
 
 
 def test_uv_venv_runs_on_the_distribution_python(host):
