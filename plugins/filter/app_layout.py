@@ -165,8 +165,9 @@ def app_layout(spec):
                 clash = seen_ports.get(port)
                 if clash:
                     raise AnsibleFilterError(
-                        "port %d is used by %s and by %s in slot %s; give each web process ports that do not "
-                        "overlap (slot %s uses port + %d)" % (port, clash, process["name"], slot, slot, step))
+                        "app_processes: port %d is used by %s and by %s in slot %s; each web process listens on "
+                        "port and port + %d (app_slot_port_step), so leave room between their ports"
+                        % (port, clash, process["name"], slot, step))
                 seen_ports[port] = "%s in slot %s" % (process["name"], slot)
                 ports[process["name"]][slot] = port
                 dropins.append({"unit": "%s-%s@%s.service" % (app, process["name"], slot), "port": port})

@@ -17,7 +17,10 @@ description:
     never broken silently. I(break_lock=true) takes it over (after checking that deploy really died).
   - A lock held by the same I(owner) is taken over with a warning, since it is that owner's own run, interrupted
     by a timeout, a killed terminal or a cancelled AWX job, and now retried.
-  - Taking and releasing the lock is bookkeeping, not a change to the host: the task reports C(changed=false).
+  - Releasing the lock can append the deploy's outcome to a deploy log (I(log_path), one JSON line), so who held
+    the lock and what came of it are recorded together.
+  - Taking and releasing the lock is bookkeeping, not a change to the host: the task reports C(changed=false)
+    (a line added to the deploy log does report a change).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -50,6 +53,16 @@ options:
     description: Take over a lock held by another owner. Only when that deploy is known to be dead.
     type: bool
     default: false
+  log_path:
+    description: With I(state=released) and I(log_entry), the deploy log the entry is appended to (created 0640).
+    type: path
+  log_entry:
+    description: With I(state=released), one JSON line for the deploy log (who, what, when, result).
+    type: dict
+  log_group:
+    description: Group that may read the deploy log (owner root).
+    type: str
+    default: root
 author:
   - botstack.deploy maintainers (@botstack)
 """
@@ -61,11 +74,14 @@ EXAMPLES = r"""
     owner: "{{ lookup('ansible.builtin.env', 'USER') }}@{{ lookup('ansible.builtin.pipe', 'hostname') }}"
     details: {release: v2-60fddc2ebe09, action: deploy}
 
-- name: Give it back
+- name: Give it back, and log what came of the deploy
   botstack.deploy.deploy_lock:
     path: /opt/botstack/.deploy.lock
     owner: "{{ lookup('ansible.builtin.env', 'USER') }}@{{ lookup('ansible.builtin.pipe', 'hostname') }}"
     state: released
+    log_path: /opt/botstack/deploy.log
+    log_entry: {release: v2-60fddc2ebe09, result: success}
+    log_group: botstack
 """
 
 RETURN = r"""
@@ -82,6 +98,7 @@ taken_over:
 
 import datetime
 import errno
+import grp
 import json
 import os
 
@@ -158,13 +175,29 @@ def acquire(module, p):
     module.exit_json(changed=False, holder=holder, taken_over=taken_over)
 
 
+def _log(module, p):
+    if not (p["log_path"] and p["log_entry"]) or module.check_mode:
+        return False
+    line = json.dumps(p["log_entry"], sort_keys=True) + "\n"
+    fd = os.open(p["log_path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    with os.fdopen(fd, "a") as handle:
+        handle.write(line)
+    try:
+        gid = grp.getgrnam(p["log_group"]).gr_gid
+    except KeyError:
+        module.fail_json(msg="log_group %s does not exist" % p["log_group"])
+    os.chown(p["log_path"], 0, gid)
+    os.chmod(p["log_path"], 0o640)
+    return True
+
+
 def release(module, p):
     holder = _read(p["path"])
     if holder is not None and holder.get("owner") != p["owner"]:
         module.warn("deploy lock %s is held by %s, not %s; left in place" % (p["path"], holder.get("owner"), p["owner"]))
     elif holder is not None and not module.check_mode:
         os.unlink(p["path"])
-    module.exit_json(changed=False, holder=holder)
+    module.exit_json(changed=_log(module, p), holder=holder)
 
 
 def main():
@@ -175,6 +208,9 @@ def main():
             owner=dict(type="str", required=True),
             details=dict(type="dict", default={}),
             break_lock=dict(type="bool", default=False),
+            log_path=dict(type="path"),
+            log_entry=dict(type="dict"),
+            log_group=dict(type="str", default="root"),
         ),
         supports_check_mode=True,
     )

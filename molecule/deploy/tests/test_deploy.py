@@ -18,9 +18,11 @@ import uuid
 
 import pytest
 import requests
+import urllib3
 from conftest import container_address, molecule_path, play_recap, run_module, run_playbook
 from traffic import Traffic
 
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the scenario's certificate is self-signed
 HOST = "deploy-host"
 SITE = "bot.botstack.test"
 APP_ROOT = "/opt/botstack"

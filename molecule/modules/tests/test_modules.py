@@ -22,12 +22,15 @@ def test_gate_passes_on_the_served_release(host):
     result = _module(host, "health_gate", url="http://127.0.0.1:8081/health.json", json_field="status",
                      json_value="healthy", successes=2, interval=0.2, timeout=10, unit="gate-demo.service")
     assert not result["failed"], result
-    assert result["unit_state"]["ActiveState"] == "active"
+    assert result["unit_state"]["gate-demo.service"]["ActiveState"] == "active"
 
 
 def test_unhealthy_release_is_gated_and_rolled_back(host):
     created = _module(host, "release", app_root=APP, release_id="r2", revision="bad")
     host.run("printf '%%s' '{\"status\": \"degraded\"}' > %s/health.json", created["release"]["path"])
+    refused = _module(host, "release", app_root=APP, release_id="r2", state="active")
+    assert refused["failed"] and "is pending (not complete)" in refused["msg"]
+    _module(host, "release", app_root=APP, release_id="r2", status="ready")
     switched = _module(host, "release", app_root=APP, release_id="r2", state="active")
     assert switched["previous"] == "r1"
     gate = _module(host, "health_gate", url="http://127.0.0.1:8081/health.json", json_field="status",
@@ -54,4 +57,4 @@ def test_gate_fails_fast_on_a_failed_unit_with_its_journal(host):
     assert gate["failed"] is True
     assert gate["elapsed"] < 15, "the gate waited instead of failing fast"
     assert "entered the failed state" in gate["msg"]
-    assert any("boom: cannot import app" in line for line in gate["journal"]), gate["journal"]
+    assert any("boom: cannot import app" in line for line in gate["journal"]["gate-broken.service"]), gate["journal"]

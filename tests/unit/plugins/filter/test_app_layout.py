@@ -1,0 +1,64 @@
+"""app_layout: units, ports and ExecStart lines of a process list, and its error messages."""
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[4]))
+from ansible.errors import AnsibleFilterError  # noqa: E402
+
+from ansible_collections.botstack.deploy.plugins.filter.app_layout import app_layout, exec_start  # noqa: E402
+
+PROCESSES = [
+    {"name": "api", "kind": "web", "port": 8001, "command": ".venv/bin/uvicorn app:app --host {bind} --port {port}",
+     "health": {"path": "/health", "json_field": "status", "json_value": "healthy"}},
+    {"name": "worker", "kind": "worker", "instances": 2, "command": ".venv/bin/taskiq worker app.tasks:broker"},
+    {"name": "scheduler", "kind": "singleton", "command": [".venv/bin/taskiq", "scheduler", "app:s"]},
+]
+
+
+def spec(**changes):
+    return dict({"name": "bot", "root": "/opt/bot", "processes": PROCESSES, "slots": ["blue", "green"],
+                 "slot_port_step": 1, "bind_address": "127.0.0.1", "migrate_command": ".venv/bin/alembic upgrade head"},
+                **changes)
+
+
+def test_units_ports_and_drop_ins_per_slot():
+    layout = app_layout(spec())
+    assert layout["units"]["green"] == {
+        "web": ["bot-api@green.service"], "worker": ["bot-worker-1@green.service", "bot-worker-2@green.service"],
+        "singleton": ["bot-scheduler@green.service"]}
+    assert layout["ports"]["api"] == {"blue": 8001, "green": 8002}
+    assert layout["unit_ports"]["bot-api@blue.service"] == [8001]
+    assert layout["migrate_unit"] == "bot-migrate@{slot}.service"
+    assert [t["file"] for t in layout["templates"]] == [
+        "bot-api@.service", "bot-worker-1@.service", "bot-worker-2@.service", "bot-scheduler@.service",
+        "bot-migrate@.service"]
+    assert layout["upstream"]["name"] == "api"
+
+
+def test_exec_start_runs_from_the_slot_and_escapes_for_systemd():
+    assert exec_start(".venv/bin/uvicorn app:app --host {bind} --port {port}", "/opt/bot") == (
+        "/opt/bot/slots/%i/.venv/bin/uvicorn app:app --host ${BOTSTACK_BIND} --port ${BOTSTACK_PORT}")
+    assert exec_start(["/usr/bin/env", "A=100%", "echo $HOME", "{slot}"], "/opt/bot") == (
+        '/usr/bin/env A=100%% "echo $$HOME" %i')
+
+
+@pytest.mark.parametrize(("processes", "fragment"), [
+    ([{"name": "api", "kind": "web", "command": "x"}], "a web process needs port"),
+    ([{"name": "a", "kind": "singleton", "command": "x"}, {"name": "b", "kind": "singleton", "command": "y"}],
+     "only one process per environment may be a singleton"),
+    ([{"name": "api", "kind": "web", "port": 8001, "command": " "}], "command is empty"),
+    ([{"name": "api", "kind": "daemon", "command": "x"}], "kind must be one of web, worker, singleton"),
+    ([{"name": "api", "kind": "web", "port": 8001, "command": "x", "health": {"path": "health"}}], "health.path"),
+    ([{"name": "Api", "kind": "worker", "command": "x"}], "name must be"),
+    ([{"name": "api", "kind": "web", "port": 8001, "command": "x"}, {"name": "adm", "kind": "web", "port": 8002,
+                                                                      "command": "x"}], "port 8002 is used by"),
+    ([{"name": "w", "kind": "worker", "command": "x", "port": 9}], "port is for web processes only"),
+])
+def test_bad_process_lists_are_named(processes, fragment):
+    with pytest.raises(AnsibleFilterError, match=r"^app_processes") as error:
+        app_layout(spec(processes=processes))
+    assert fragment in str(error.value)

@@ -1,0 +1,69 @@
+"""botstack.deploy.deploy_lock on a real filesystem."""
+from __future__ import annotations
+
+import datetime
+import grp
+import json
+import os
+
+
+def _lock(module, path, owner="alice@laptop", **extra):
+    return module("deploy_lock", {"path": str(path), "owner": owner, **extra})
+
+
+def test_take_and_give_back_reporting_no_change(module, tmp_path):
+    path = tmp_path / ".deploy.lock"
+    taken = _lock(module, path, details={"release": "v2"})
+    assert taken["_rc"] == 0 and taken["changed"] is False and taken["holder"] is None
+    held = json.loads(path.read_text())
+    assert held["owner"] == "alice@laptop" and held["details"] == {"release": "v2"}
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    released = _lock(module, path, state="released")
+    assert released["changed"] is False and not path.exists()
+
+
+def test_another_owners_lock_is_reported_with_its_age_and_never_broken_silently(module, tmp_path):
+    path = tmp_path / ".deploy.lock"
+    since = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=42)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    path.write_text(json.dumps({"owner": "bob@ci", "since": since, "details": {"release": "v9"}}))
+    refused = _lock(module, path)
+    assert refused["failed"] is True
+    assert "held by bob@ci for 42 min" in refused["msg"] and '"release": "v9"' in refused["msg"]
+    assert "deploy_lock_break" in refused["msg"]
+    assert json.loads(path.read_text())["owner"] == "bob@ci"
+    checked = module("deploy_lock", {"path": str(path), "owner": "alice@laptop"}, check=True)
+    assert checked["failed"] is True
+    broken = _lock(module, path, break_lock=True)
+    assert broken["taken_over"] is True and json.loads(path.read_text())["owner"] == "alice@laptop"
+
+
+def test_the_same_owner_takes_over_an_interrupted_run(module, tmp_path):
+    path = tmp_path / ".deploy.lock"
+    path.write_text(json.dumps({"owner": "alice@laptop", "since": "2026-01-01T00:00:00Z"}))
+    taken = _lock(module, path)
+    assert taken["_rc"] == 0 and taken["taken_over"] is True
+    assert any("interrupted run retried" in json.dumps(w) for w in taken.get("warnings", []))
+
+
+def test_releasing_someone_elses_lock_leaves_it(module, tmp_path):
+    path = tmp_path / ".deploy.lock"
+    path.write_text(json.dumps({"owner": "bob@ci", "since": "2026-01-01T00:00:00Z"}))
+    released = _lock(module, path, state="released")
+    assert released["_rc"] == 0 and path.exists()
+
+
+def test_the_outcome_is_appended_to_the_deploy_log_on_release(module, tmp_path):
+    path, log = tmp_path / ".deploy.lock", tmp_path / "deploy.log"
+    group = grp.getgrgid(os.getgid()).gr_name
+    for result in ("success", "failed"):
+        _lock(module, path)
+        released = _lock(module, path, state="released", log_path=str(log), log_group=group,
+                         log_entry={"release": "v2", "result": result})
+        assert released["changed"] is True
+    assert [json.loads(line)["result"] for line in log.read_text().splitlines()] == ["success", "failed"]
+    assert oct(log.stat().st_mode & 0o777) == "0o640"
+
+
+def test_bad_input_is_named(module, tmp_path):
+    assert "owner must name who deploys" in _lock(module, tmp_path / "x.lock", owner=" ")["msg"]
+    assert "does not exist" in _lock(module, tmp_path / "missing" / "x.lock")["msg"]

@@ -1,0 +1,137 @@
+"""botstack.deploy.systemd_units against a stand-in systemctl that keeps unit states and records calls."""
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+
+FAKE = '''#!/usr/bin/env python3
+"""systemctl stand-in: unit states in STATE (json), every call appended to CALLS."""
+import json, pathlib, sys
+STATE = pathlib.Path(None)
+CALLS = STATE.with_name("calls.log")
+units = json.loads(STATE.read_text())
+args = sys.argv[1:]
+with CALLS.open("a") as log:
+    log.write(" ".join(args) + "\\n")
+verb = args[0]
+names = [a for a in args[1:] if not a.startswith("-")]
+if verb == "show":
+    blocks = []
+    for name in names:
+        u = units.get(name, {"LoadState": "not-found", "ActiveState": "inactive", "UnitFileState": ""})
+        blocks.append("\\n".join("%s=%s" % kv for kv in dict({"Id": name, "SubState": "dead", "NRestarts": "0",
+                                                              "InvocationID": "", "Result": "success"}, **u).items()))
+    print("\\n\\n".join(blocks))
+elif verb == "list-units":
+    pattern = names[-1].replace("*", "")
+    for name, u in sorted(units.items()):
+        if u.get("ActiveState") in ("active", "activating") and all(part in name for part in pattern.split("@")):
+            print("%s loaded %s running x" % (name, u["ActiveState"]))
+elif verb in ("start", "stop", "enable", "disable", "reset-failed"):
+    for name in names:
+        u = units.setdefault(name, {"LoadState": "loaded", "UnitFileState": "disabled"})
+        if verb == "start":
+            u.update(ActiveState=u.get("start_to", "active"), SubState="running" if u.get("start_to", "active") == "active" else "failed")
+        elif verb == "stop":
+            u.update(ActiveState="inactive", SubState="dead")
+        elif verb == "enable":
+            u["UnitFileState"] = "enabled"
+        elif verb == "disable":
+            u["UnitFileState"] = "disabled"
+    STATE.write_text(json.dumps(units))
+    if verb == "start" and any(units[n].get("start_to") == "failed" for n in names):
+        print("Job failed", file=sys.stderr)
+        sys.exit(1)
+'''
+
+
+@pytest.fixture
+def systemd(tmp_path):
+    state = tmp_path / "units.json"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "systemctl").write_text(FAKE.replace("pathlib.Path(None)", "pathlib.Path(%r)" % str(state)))
+    (bindir / "journalctl").write_text("#!/bin/sh\necho \"journalctl $*\"\necho 'Traceback: boom'\n")
+    (bindir / "ss").write_text("#!/bin/sh\nexit 0\n")
+    for name in ("systemctl", "journalctl", "ss"):
+        (bindir / name).chmod(stat.S_IRWXU)
+
+    class Systemd:
+        path = str(bindir)
+
+        def set(self, **units):
+            state.write_text(json.dumps({name.replace("_", "-") + ".service": dict({"LoadState": "loaded"}, **u)
+                                         for name, u in units.items()}))
+
+        def units(self):
+            return json.loads(state.read_text())
+
+        def calls(self):
+            return (tmp_path / "calls.log").read_text().splitlines()
+
+    return Systemd()
+
+
+def run(module, systemd, check=False, **args):
+    return module("systemd_units", args, check=check, extra_path=systemd.path)
+
+
+def test_acts_only_on_units_not_in_the_requested_state_in_a_fixed_order(module, systemd):
+    systemd.set(api_blue={"ActiveState": "active", "UnitFileState": "enabled"},
+                api_green={"ActiveState": "inactive", "UnitFileState": "disabled"},
+                worker_green={"ActiveState": "active", "UnitFileState": "enabled"})
+    result = run(module, systemd, stopped=["api-blue.service"], started=["api-green.service", "worker-green.service"],
+                 enabled=["api-green.service", "worker-green.service"], disabled=["api-blue.service"])
+    assert result["changed"] is True
+    assert result["actions"] == ["systemctl stop -- api-blue.service",
+                                 "systemctl reset-failed -- api-green.service",
+                                 "systemctl start -- api-green.service",
+                                 "systemctl disable --quiet -- api-blue.service",
+                                 "systemctl enable --quiet -- api-green.service"]
+    units = systemd.units()
+    assert units["api-green.service"]["ActiveState"] == "active" and units["api-blue.service"]["ActiveState"] == "inactive"
+    again = run(module, systemd, stopped=["api-blue.service"], started=["api-green.service", "worker-green.service"],
+                enabled=["api-green.service", "worker-green.service"], disabled=["api-blue.service"])
+    assert again["changed"] is False and again["actions"] == []
+
+
+def test_check_mode_reports_and_changes_nothing(module, systemd):
+    systemd.set(api_blue={"ActiveState": "inactive", "UnitFileState": "disabled"})
+    result = run(module, systemd, check=True, started=["api-blue.service"])
+    assert result["changed"] is True
+    assert systemd.units()["api-blue.service"]["ActiveState"] == "inactive"
+    assert not [c for c in systemd.calls() if c.startswith(("start", "stop"))]
+
+
+def test_restarted_units_are_stopped_then_started(module, systemd):
+    systemd.set(api_green={"ActiveState": "active", "UnitFileState": "disabled"},
+                worker_green={"ActiveState": "inactive", "UnitFileState": "disabled"})
+    result = run(module, systemd, restarted=["api-green.service", "worker-green.service"], no_block=True)
+    assert result["actions"][0] == "systemctl stop -- api-green.service", "a restart waits for the stop"
+    assert "systemctl start -- api-green.service worker-green.service" in result["actions"]
+
+
+def test_everything_matching_is_stopped_except_what_is_kept(module, systemd):
+    systemd.set(bot_api_blue={"ActiveState": "active"}, bot_api_green={"ActiveState": "active"},
+                bot_worker_blue={"ActiveState": "active"}, bot_old_green={"ActiveState": "active"})
+    result = run(module, systemd, stopped_matching="bot-*",
+                 keep=["bot-api-green.service"], no_block=True)
+    stopped = result["actions"][0].split("-- ")[1].split()
+    assert sorted(stopped) == ["bot-api-blue.service", "bot-old-green.service", "bot-worker-blue.service"]
+    assert "--no-block" in result["actions"][0]
+
+
+def test_a_unit_that_fails_to_start_fails_with_its_journal(module, systemd):
+    systemd.set(api_green={"ActiveState": "inactive", "UnitFileState": "disabled", "start_to": "failed"})
+    result = run(module, systemd, started=["api-green.service"])
+    assert result["failed"] is True
+    assert "systemctl start -- api-green.service failed" in result["msg"] and "Traceback: boom" in result["msg"]
+
+
+def test_missing_units_and_contradictions_are_named(module, systemd):
+    systemd.set(api_blue={"ActiveState": "inactive"})
+    assert "no such unit: nope.service" in run(module, systemd, started=["nope.service"])["msg"]
+    both = run(module, systemd, started=["api-blue.service"], stopped=["api-blue.service"])
+    assert "units listed in opposite states: api-blue.service" in both["msg"]
