@@ -54,8 +54,8 @@ _HEALTH_DEFAULTS = {"path": "/health", "status_codes": [200], "json_field": None
 
 
 def _fail(index, process, message):
-    label = "app_processes[%d]%s" % (index, " (%s)" % process.get("name") if isinstance(process, dict) and
-                                      process.get("name") else "")
+    named = isinstance(process, dict) and process.get("name")
+    label = "app_processes[%d]%s" % (index, " (%s)" % process["name"] if named else "")
     raise AnsibleFilterError("%s: %s" % (label, message))
 
 

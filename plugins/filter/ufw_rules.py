@@ -11,7 +11,7 @@ short_description: The ufw rules a host holds that are not declared
 version_added: 0.1.0
 description:
   - Reads the rule tuples ufw keeps in C(/etc/ufw/user.rules) and C(user6.rules) (its own machine-readable
-    record, C(### tuple ### action proto dport dst sport src direction)) and returns every rule not in
+    record, the C(tuple) comment lines holding action, proto, dport, dst, sport, src and direction) and returns every rule not in
     I(declared), as arguments for M(community.general.ufw) with C(delete=true).
   - So a firewall converges to exactly the declared rules - a port or source removed from the variables is
     removed from ufw, as is a rule added by hand.

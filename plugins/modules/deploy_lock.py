@@ -19,7 +19,7 @@ description:
     by a timeout, a killed terminal or a cancelled AWX job, and now retried.
   - Releasing the lock can append the deploy's outcome to a deploy log (I(log_path), one JSON line), so who held
     the lock and what came of it are recorded together.
-  - Taking and releasing the lock is bookkeeping, not a change to the host: the task reports C(changed=false)
+  - Taking and releasing the lock is bookkeeping, not a change to the host, so the task reports C(changed=false)
     (a line added to the deploy log does report a change).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes

@@ -276,7 +276,7 @@ def main():
                 continue  # nothing to reset (the unit never failed) is fine
             if rc != 0:
                 failed = to_start if argv[1] == "start" else []
-                logs, after = _evidence(module, [u for u in failed], p["journal_lines"])
+                logs, after = _evidence(module, list(failed), p["journal_lines"])
                 logs = dict((u, lines) for u, lines in logs.items() if after[u].get("ActiveState") != "active")
                 module.fail_json(msg="%s failed: %s%s" % (
                     " ".join(argv), (err or out).strip(),
