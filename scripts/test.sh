@@ -11,7 +11,7 @@ logs=.cache/test-logs
 mkdir -p "$logs"
 
 # Scenario order: fastest and most foundational first, so failures come early.
-default_scenarios=(modules python_system python redis nginx postgresql base deploy)
+default_scenarios=(modules python_system python redis nginx postgresql backup base deploy)
 read -r -a scenarios <<< "${SCENARIOS:-${default_scenarios[*]}}"
 
 stage_lint() {
