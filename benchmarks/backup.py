@@ -51,8 +51,10 @@ def venv(work):
     """The program's own venv (its locked requirements), as the role builds it."""
     path = REPO / ".cache" / "bench-backup-venv"
     if not (path / "bin" / "python").exists():
-        sh([sys.executable, "-m", "venv", str(path)])
-        sh([str(path / "bin" / "pip"), "install", "-q", "-r", str(REPO / "roles/backup/files/requirements.txt")])
+        # The distribution's python3, as on a host (the postgres user must be able to run it).
+        sh(["/usr/bin/python3", "-m", "venv", str(path)])
+        sh([str(path / "bin" / "pip"), "install", "-q", "-r", str(REPO / "roles/backup/files/requirements.txt")],
+           stderr=subprocess.DEVNULL)
     return path / "bin" / "python"
 
 
@@ -88,7 +90,7 @@ def main():
             except subprocess.CalledProcessError:
                 time.sleep(0.5)
         psql("CREATE DATABASE bench", "postgres")
-        rows = args.size_mb * 1700
+        rows = args.size_mb * 3400  # about 1 MiB of table and index per 3400 messages + users
         started = time.monotonic()
         psql(f"""
             CREATE EXTENSION pgcrypto;
@@ -150,12 +152,16 @@ def main():
         shutil.chown(config, "postgres")
         program = as_postgres([str(python), str(PROGRAM), "--config", str(config)])
         started = time.monotonic()
-        result = subprocess.run(program + ["backup"], capture_output=True, text=True, check=True)
+        result = subprocess.run(program + ["backup"], capture_output=True, text=True, check=False)
+        if result.returncode:
+            sys.exit("botstack-backup failed:\n" + result.stderr[-3000:])
         ours = time.monotonic() - started
         done = next(json.loads(line) for line in result.stderr.splitlines() if '"backup_done"' in line)
         started = time.monotonic()
-        subprocess.run(program + ["restore", "--name", "bench", "--target", "bench_restored"],
-                       capture_output=True, text=True, check=True)
+        restored = subprocess.run(program + ["restore", "--name", "bench", "--target", "bench_restored"],
+                                  capture_output=True, text=True, check=False)
+        if restored.returncode:
+            sys.exit("restore failed:\n" + restored.stderr[-3000:])
         restore = time.monotonic() - started
         same = psql("SELECT count(*) FROM messages", "bench_restored") == psql("SELECT count(*) FROM messages")
 
