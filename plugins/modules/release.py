@@ -14,7 +14,8 @@ description:
   - Creates, completes, assigns to slots, activates, removes, prunes and rolls back releases under I(app_root).
   - Every release has a manifest (id, source revision, created time, sequence, status, the release it
     replaced when it first went live, and its activations).
-  - A release is C(pending) while it is built, C(ready) once complete, C(healthy) once it passed its
+  - A release is C(pending) while it is built, C(ready) once complete (asking C(ready) of a C(healthy) release
+    changes nothing), C(healthy) once it passed its
     health gate and C(failed) when it must not go live. Only C(ready) and C(healthy) releases can be
     assigned to a slot or activated, unless I(force=true).
   - Slots (colours such as C(blue) and C(green)) are symlinks C(slots/<slot>) to the release each one
@@ -283,6 +284,9 @@ def _require_activatable(manifest, p, what):
 
 
 def _status_step(manifest, p):
+    # Healthy implies ready: asking for ready again (a re-run of the build step) never demotes it.
+    if p["status"] == "ready" and manifest.get("status") == "healthy" and p["reason"] is None:
+        return []
     if p["status"] and (manifest.get("status") != p["status"]
                         or (p["reason"] is not None and manifest.get("status_reason") != p["reason"])):
         return [("status", manifest["id"], p["status"], p["reason"])]

@@ -67,6 +67,19 @@ def test_status_changes_show_in_the_diff_and_carry_a_reason(module, tmp_path):
     assert again["changed"] is False
 
 
+def test_ready_again_never_demotes_a_healthy_release(module, tmp_path):
+    root = tmp_path / "app"
+    _run(module, root, release_id="r1")
+    _run(module, root, release_id="r1", status="ready")
+    _run(module, root, release_id="r1", status="healthy")
+    again = _run(module, root, release_id="r1", status="ready")
+    assert again["changed"] is False and _manifest(root, "r1")["status"] == "healthy"
+    # A failed release asked to be ready again is a real change.
+    _run(module, root, release_id="r2")
+    _run(module, root, release_id="r2", status="failed", reason="gate")
+    assert _run(module, root, release_id="r2", status="ready")["changed"] is True
+
+
 def test_a_release_id_names_one_revision(module, tmp_path):
     root = tmp_path / "app"
     _run(module, root, release_id="r1", revision="aaa")
