@@ -93,7 +93,9 @@ def test_queued_jobs_survive_memory_pressure(host):
     try:
         payload = "q" * 512
         for n in range(400):  # the queue: a stream without TTL, as Taskiq's broker keeps it
-            assert cli(host, OPS, "xadd", "bot:queue", "*", "job", f"{n}-{payload}").rc == 0
+            # '*' quoted: unquoted, the shell globs it into file names; redis-cli exits 0 on ERR replies.
+            added = cli(host, OPS, "xadd", "bot:queue", "'*'", "job", f"{n}-{payload}")
+            assert added.rc == 0 and "ERR" not in added.stdout, added.stdout
         script = ("for i in $(seq 1 1200); do echo SET bot:cache:$i $(head -c 8192 /dev/zero | tr '\\0' c) EX 3600; done"
                   " | redis-cli %s > /dev/null" % OPS)
         host.run(script)
