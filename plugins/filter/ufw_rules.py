@@ -26,6 +26,14 @@ options:
     type: list
     elements: dict
     required: true
+  owned_elsewhere:
+    description: Comments of rules another role owns (it adds and removes them); such rules are never returned.
+    type: list
+    elements: str
+    default: []
+  only_comment:
+    description: Consider only the rules with this comment (a role pruning the rules it owns).
+    type: str
 """
 
 EXAMPLES = r"""
@@ -52,6 +60,7 @@ import re
 from ansible.errors import AnsibleFilterError
 
 _TUPLE = re.compile(r"^### tuple ### (\S+) (\S+) (\S+) (\S+) (\S+) (\S+) (\S+)")
+_COMMENT = re.compile(r" comment=([0-9a-fA-F]+)")
 _ANY = ("0.0.0.0/0", "::/0", "any")
 
 
@@ -76,7 +85,19 @@ def _declared_keys(declared):
     return keys
 
 
-def ufw_undeclared(rules_files, declared):
+def _comment(line):
+    """ufw keeps a rule's comment hex-encoded at the end of its tuple line."""
+    match = _COMMENT.search(line)
+    if not match:
+        return ""
+    try:
+        return bytes.fromhex(match.group(1)).decode("utf-8", "replace")
+    except ValueError:
+        return ""
+
+
+def ufw_undeclared(rules_files, declared, owned_elsewhere=None, only_comment=None):
+    owned = set(owned_elsewhere or [])
     texts = [rules_files] if isinstance(rules_files, str) else list(rules_files or [])
     wanted = _declared_keys(declared)
     found = {}
@@ -86,6 +107,10 @@ def ufw_undeclared(rules_files, declared):
             if not match:
                 continue
             action, proto, dport, dst, sport, src, direction = match.groups()
+            if owned and _comment(line) in owned:
+                continue
+            if only_comment is not None and _comment(line) != only_comment:
+                continue
             source = "any" if src in _ANY else src
             if (action, proto, dport, _source(src)) in wanted and dst in _ANY and sport in _ANY and direction == "in":
                 continue

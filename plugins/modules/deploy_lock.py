@@ -63,6 +63,13 @@ options:
     description: Group that may read the deploy log (owner root).
     type: str
     default: root
+  metrics_path:
+    description:
+      - With I(state=released) and I(log_entry), a Prometheus textfile (node_exporter's textfile collector) replaced
+        atomically with the outcome - C(botstack_deploy_last_result) (1 success, 0 failed),
+        C(botstack_deploy_last_timestamp_seconds) and C(botstack_deploy_release_info). Skipped when its directory
+        does not exist (no node_exporter on the host).
+    type: path
 author:
   - botstack.deploy maintainers (@botstack)
 """
@@ -101,6 +108,7 @@ import errno
 import grp
 import json
 import os
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -191,13 +199,47 @@ def _log(module, p):
     return True
 
 
+def _metrics(module, p):
+    if not (p["metrics_path"] and p["log_entry"]) or module.check_mode:
+        return False
+    directory = os.path.dirname(p["metrics_path"])
+    if not os.path.isdir(directory):
+        return False
+    entry = p["log_entry"]
+    labels = 'app="%s"' % _label(entry.get("app") or os.path.basename(os.path.dirname(p["path"])))
+    lines = [
+        "# HELP botstack_deploy_last_result 1 when the newest deploy succeeded, 0 when it failed and was rolled back.",
+        "# TYPE botstack_deploy_last_result gauge",
+        "botstack_deploy_last_result{%s} %d" % (labels, 1 if entry.get("result") == "success" else 0),
+        "# HELP botstack_deploy_last_timestamp_seconds End of the newest deploy.",
+        "# TYPE botstack_deploy_last_timestamp_seconds gauge",
+        "botstack_deploy_last_timestamp_seconds{%s} %d" % (labels, int(time.time())),
+        "# HELP botstack_deploy_release_info The release the newest deploy shipped (or tried to).",
+        "# TYPE botstack_deploy_release_info gauge",
+        'botstack_deploy_release_info{%s,release="%s",result="%s"} 1'
+        % (labels, _label(entry.get("release", "")), _label(entry.get("result", ""))),
+    ]
+    tmp = os.path.join(directory, ".%s.tmp" % os.path.basename(p["metrics_path"]))
+    with open(tmp, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, p["metrics_path"])
+    return True
+
+
+def _label(value):
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+
 def release(module, p):
     holder = _read(p["path"])
     if holder is not None and holder.get("owner") != p["owner"]:
         module.warn("deploy lock %s is held by %s, not %s; left in place" % (p["path"], holder.get("owner"), p["owner"]))
     elif holder is not None and not module.check_mode:
         os.unlink(p["path"])
-    module.exit_json(changed=_log(module, p), holder=holder)
+    logged = _log(module, p)
+    measured = _metrics(module, p)
+    module.exit_json(changed=logged or measured, holder=holder)
 
 
 def main():
@@ -211,6 +253,7 @@ def main():
             log_path=dict(type="path"),
             log_entry=dict(type="dict"),
             log_group=dict(type="str", default="root"),
+            metrics_path=dict(type="path"),
         ),
         supports_check_mode=True,
     )

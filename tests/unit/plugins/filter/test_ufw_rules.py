@@ -55,3 +55,23 @@ def test_a_single_address_matches_its_slash_32():
     assert ufw_undeclared([held], [{"rule": "limit", "port": 22, "from": "172.17.0.3/32"}]) == []
     assert ufw_undeclared(["### tuple ### allow tcp 22 ::/0 any 2001:db8::1 in\n"],
                           [{"rule": "allow", "port": 22, "from": "2001:db8::1/128"}]) == []
+
+
+def test_rules_another_role_owns_are_left_to_it():
+    owned = "botstack-monitoring".encode().hex()
+    held = ("### tuple ### allow tcp 9100 0.0.0.0/0 any 10.0.0.9 in comment=%s\n" % owned
+            + "### tuple ### allow tcp 9101 0.0.0.0/0 any 10.0.0.9 in comment=%s\n" % "by-hand".encode().hex())
+    labels = [s["label"] for s in ufw_undeclared([held], DECLARED, ["botstack-monitoring"])]
+    assert labels == ["allow 9101/tcp from 10.0.0.9"]
+    # Without the exemption the monitoring rule is as undeclared as any other.
+    assert len(ufw_undeclared([held], DECLARED)) == 2
+
+
+def test_a_role_prunes_only_the_rules_it_owns():
+    owned = "botstack-monitoring".encode().hex()
+    held = ("### tuple ### allow tcp 9100 0.0.0.0/0 any 10.0.0.9 in comment=%s\n" % owned
+            + "### tuple ### allow tcp 9100 0.0.0.0/0 any 10.0.0.8 in comment=%s\n" % owned
+            + "### tuple ### allow tcp 9999 0.0.0.0/0 any 0.0.0.0/0 in\n")
+    declared = [{"rule": "allow", "port": 9100, "from": "10.0.0.9"}]
+    stale = ufw_undeclared([held], declared, only_comment="botstack-monitoring")
+    assert [s["label"] for s in stale] == ["allow 9100/tcp from 10.0.0.8"]

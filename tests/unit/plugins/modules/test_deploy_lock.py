@@ -67,3 +67,23 @@ def test_the_outcome_is_appended_to_the_deploy_log_on_release(module, tmp_path):
 def test_bad_input_is_named(module, tmp_path):
     assert "owner must name who deploys" in _lock(module, tmp_path / "x.lock", owner=" ")["msg"]
     assert "does not exist" in _lock(module, tmp_path / "missing" / "x.lock")["msg"]
+
+
+def test_the_outcome_is_exported_for_node_exporter(module, tmp_path):
+    path, log = tmp_path / ".deploy.lock", tmp_path / "deploy.log"
+    metrics = tmp_path / "textfile" / "botstack_deploy.prom"
+    group = grp.getgrgid(os.getgid()).gr_name
+    # No textfile directory (no node_exporter): nothing written, no error.
+    _lock(module, path)
+    released = _lock(module, path, state="released", log_path=str(log), log_group=group, metrics_path=str(metrics),
+                     log_entry={"app": "botstack", "release": "v2-abc", "result": "success"})
+    assert released["_rc"] == 0 and not metrics.exists()
+    metrics.parent.mkdir()
+    for result, value in (("success", 1), ("failed", 0)):
+        _lock(module, path)
+        _lock(module, path, state="released", log_path=str(log), log_group=group, metrics_path=str(metrics),
+              log_entry={"app": "botstack", "release": "v3-def", "result": result})
+        text = metrics.read_text()
+        assert 'botstack_deploy_last_result{app="botstack"} %d' % value in text
+        assert 'botstack_deploy_release_info{app="botstack",release="v3-def",result="%s"} 1' % result in text
+    assert [p.name for p in metrics.parent.iterdir()] == ["botstack_deploy.prom"]

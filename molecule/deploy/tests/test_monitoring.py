@@ -1,0 +1,131 @@
+"""Monitoring on the deploy host: targets up, alerts that reach a receiver and resolve.
+
+Runs after test_deploy.py (file order): the app is live. The scenario shortens the alerts'
+`for:` durations and the scrape interval through variables (molecule.yml), never in the role.
+Alertmanager posts Slack-compatible messages to the receiver on 127.0.0.1:8099, which appends
+each body to /var/log/webhook.jsonl.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from conftest import assert_role_rejects
+
+PROM = "http://127.0.0.1:9090"
+RECEIVED = "/var/log/webhook.jsonl"
+
+
+def prometheus(host, path: str) -> dict:
+    return json.loads(host.check_output(f"curl -fsS '{PROM}{path}'"))
+
+
+def wait_for(what: str, probe, timeout: float = 120, every: float = 2):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(every)
+    pytest.fail(f"{what}: not within {timeout:.0f} s (last seen: {last!r})")
+
+
+def firing(host, alert: str) -> list:
+    alerts = prometheus(host, "/api/v1/alerts")["data"]["alerts"]
+    return [a for a in alerts if a["labels"]["alertname"] == alert and a["state"] == "firing"]
+
+
+def notifications(host) -> list[dict]:
+    text = host.run(f"cat {RECEIVED}").stdout
+    return [json.loads(json.loads(line)["body"]) for line in text.splitlines() if line.strip()]
+
+
+def notified(host, alert: str, status: str, after: int) -> list:
+    """Slack-compatible bodies past the first `after` lines whose title names the alert and status."""
+    return [n for n in notifications(host)[after:]
+            if any(f"{status}: {alert}" in (a.get("title") or "") for a in n.get("attachments", []))]
+
+
+def test_every_target_is_up(host):
+    def all_up():
+        targets = prometheus(host, "/api/v1/targets")["data"]["activeTargets"]
+        jobs = {t["labels"]["job"]: t["health"] for t in targets}
+        return jobs if set(jobs) >= {"prometheus", "node", "postgres", "redis", "app", "health"} and \
+            all(t["health"] == "up" for t in targets) else None
+    wait_for("every scrape target up", all_up)
+    probe = prometheus(host, "/api/v1/query?query=probe_success")["data"]["result"]
+    assert probe and probe[0]["value"][1] == "1", probe
+
+
+def test_exporters_and_servers_listen_on_loopback_only(host):
+    listening = host.check_output("ss -Htlnp")
+    for port in (9090, 9093, 9100, 9115, 9121, 9187):
+        sockets = [line.split()[3] for line in listening.splitlines() if line.split()[3].endswith(f":{port}")]
+        assert sockets and all(s.startswith("127.0.0.1:") for s in sockets), (port, sockets)
+    # No gossip port: one Alertmanager per monitoring host.
+    assert ":9094" not in listening
+
+
+def test_secret_holding_files_are_closed(host):
+    exporter = host.file("/etc/default/prometheus-redis-exporter")
+    assert (exporter.user, exporter.mode) == ("root", 0o600)
+    config = host.file("/etc/prometheus/alertmanager.yml")
+    assert (config.user, config.group, config.mode) == ("root", "prometheus", 0o640)
+    assert "T000-hook-Token-93be" in host.check_output("cat /etc/prometheus/alertmanager.yml")
+
+
+def test_the_data_stores_are_measured(host):
+    assert prometheus(host, "/api/v1/query?query=pg_up")["data"]["result"][0]["value"][1] == "1"
+    assert prometheus(host, "/api/v1/query?query=redis_up")["data"]["result"][0]["value"][1] == "1"
+    requests_seen = prometheus(host, "/api/v1/query?query=botapp_http_requests_total")["data"]["result"]
+    assert requests_seen, "the app's own metrics were not scraped through nginx"
+
+
+def test_the_last_deploy_is_exported(host):
+    """The deploy flow writes its outcome to the textfile directory; node_exporter serves it."""
+    assert host.file("/var/lib/prometheus/node-exporter/botstack_deploy_botstack.prom").exists
+    result = wait_for("botstack_deploy_last_result in Prometheus",
+                      lambda: prometheus(host, "/api/v1/query?query=botstack_deploy_last_result")["data"]["result"])
+    assert result[0]["metric"]["app"] == "botstack" and result[0]["value"][1] in ("0", "1")
+
+
+def test_bot_down_reaches_the_receiver_and_resolves(host):
+    api_units = host.check_output("systemctl list-units --plain --no-legend --state=active 'botstack-api@*' "
+                                  "| awk '{print $1}'").split()
+    assert api_units, "no api unit is running"
+    seen = len(notifications(host))
+    host.check_output("systemctl stop %s" % " ".join(api_units))
+    try:
+        wait_for("BotDown firing in Prometheus", lambda: firing(host, "BotDown"), timeout=90)
+        message = wait_for("BotDown at the receiver", lambda: notified(host, "BotDown", "FIRING", seen), timeout=90)
+        assert message[0]["channel"] == "#alerts"
+    finally:
+        host.check_output("systemctl start %s" % " ".join(api_units))
+    wait_for("BotDown resolved at the receiver", lambda: notified(host, "BotDown", "RESOLVED", seen), timeout=150)
+
+
+def test_high_error_rate_fires_when_the_app_answers_5xx(host):
+    """Without Redis the health endpoint answers 503: the 5xx ratio passes 5 %.
+
+    Its resolution is not awaited: the ratio is taken over 5 minutes, so it clears minutes later.
+    """
+    host.check_output("systemctl stop redis-server")
+    try:
+        alert = wait_for("HighErrorRate firing", lambda: firing(host, "HighErrorRate"), timeout=150)
+        assert float(alert[0]["value"]) > 0.05
+    finally:
+        host.check_output("systemctl start redis-server")
+
+
+@pytest.mark.parametrize("role_vars, fragment", [
+    ({"monitoring_thresholds": {"error_ratio": "five percent"}}, "monitoring_thresholds.error_ratio must be a number"),
+    ({"monitoring_receivers": [{"name": "ops"}]}, 'monitoring_receivers entry "ops" needs'),
+    ({"monitoring_receivers": [{"name": "ops", "slack_url": "hooks.example.com/T0-Secret-x"}]},
+     'monitoring_receivers entry "ops" needs'),
+    ({"monitoring_scrape_extra": [{"job": "extra", "host": "db9.example.com", "port": 9100}]}, "must be an"),
+    ({"monitoring_alert_rules_extra": [{"alert": "Broken", "expr": "rate(up[5m]"}]}, "promtool rejects the alert rules"),
+])
+def test_bad_input_is_rejected_before_anything_changes(role_vars, fragment, ephemeral_dir):
+    assert_role_rejects("monitoring", role_vars, fragment, ephemeral_dir)
