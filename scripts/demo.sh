@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make demo: a throwaway local systemd container becomes the whole platform (site.yml with
 # inventories/demo): hardened host, PostgreSQL, Redis, Python, the sample bot platform
-# (examples/botapp) under systemd, nginx with TLS. A second run must change nothing. Then it
+# (examples/botapp) under systemd, nginx with TLS, Prometheus + Alertmanager. A second run must change nothing. Then it
 # shows the bot answering and ships a new release under a request loop (blue/green).
 # The host stays up afterwards; `make clean` removes it.
 set -euo pipefail
@@ -38,7 +38,7 @@ docker exec "$name" sh -c 'mkdir -p /etc/systemd/system/redis-server.service.d &
   printf "[Service]\nProtectProc=default\n" > /etc/systemd/system/redis-server.service.d/10-container.conf'
 
 playbook=(ansible-playbook -i inventories/demo "${vault[@]}")
-say "converging site.yml: hardening, PostgreSQL, Redis, Python, the bot (v1), nginx"
+say "converging site.yml: hardening, PostgreSQL, Redis, Python, the bot (v1), nginx, monitoring"
 t0=$SECONDS
 "${playbook[@]}" site.yml >"$work/converge.log" 2>&1 || { tail -n 40 "$work/converge.log"; exit 1; }
 converge_s=$((SECONDS - t0)); recap "$work/converge.log"
@@ -103,6 +103,20 @@ docker exec "$name" sh -c 'echo "  releases:"; for r in /opt/botstack/releases/*
   echo "  last deploy: $(tail -n1 /opt/botstack/deploy.log)"'
 echo "  timers:"; docker exec "$name" systemctl list-timers --no-pager --no-legend | awk '{print "   ", $(NF-1)}' | sort -u
 
+say "monitoring (Prometheus, Alertmanager and the probes on the host's loopback)"
+docker exec "$name" curl -fsS http://127.0.0.1:9090/api/v1/targets | python3 -c '
+import json, sys
+targets = json.load(sys.stdin)["data"]["activeTargets"]
+up = [t["labels"]["job"] for t in targets if t["health"] == "up"]
+print("  targets up: %d of %d (%s)" % (len(up), len(targets), ", ".join(sorted(set(up)))))'
+docker exec "$name" curl -fsS http://127.0.0.1:9090/api/v1/rules | python3 -c '
+import json, sys
+rules = [r for g in json.load(sys.stdin)["data"]["groups"] for r in g["rules"]]
+firing = [r["name"] for r in rules if r["state"] == "firing"]
+print("  alert rules: %d loaded; firing: %s" % (len(rules), ", ".join(firing) or "none"))'
+echo "  last deploy, as node_exporter exports it:"
+docker exec "$name" sh -c 'grep -h "^botstack_deploy_release_info" /var/lib/prometheus/node-exporter/*.prom' | sed 's/^/    /'
+
 say "the host around it"
 echo "  firewall:"; docker exec "$name" ufw status | sed -n '5,20p' | sed 's/^/    /'
 printf '  ssh offers: '
@@ -124,3 +138,4 @@ docker exec "$name" sh -c 'for u in botstack-api@blue botstack-worker@blue botst
 
 say "done; the demo host stays up (logs in $work/)"
 echo "  curl -sk https://$address/health -H 'Host: $site'  ·  docker exec -it $name bash  ·  tear down: make clean"
+echo "  Prometheus: docker exec $name curl -s 'http://127.0.0.1:9090/api/v1/alerts'"

@@ -73,6 +73,16 @@ if [[ ! -x .venv-tools/bin/sslyze || "$(cat .venv-tools/.stamp 2>/dev/null)" != 
 fi
 step tools "sslyze, gixy-ng, weed in .venv-tools"
 
+# --- promtool: from Debian's prometheus package, unpacked, not installed (no service on this host) ---
+if [[ ! -x .cache/tools/promtool ]]; then
+  rm -rf .cache/tools/deb .cache/tools/root && mkdir -p .cache/tools/deb
+  (cd .cache/tools/deb && { apt-get download -qq prometheus 2>/dev/null || { apt-get update -qq && apt-get download -qq prometheus; }; })
+  dpkg-deb -x .cache/tools/deb/prometheus_*.deb .cache/tools/root
+  install -m 0755 .cache/tools/root/usr/bin/promtool .cache/tools/promtool
+  rm -rf .cache/tools/deb .cache/tools/root
+fi
+step promtool "$(.cache/tools/promtool --version 2>&1 | head -n1)"
+
 # --- collections ---------------------------------------------------------
 .venv/bin/python scripts/install-collections.py 2>&1 | grep -v 'is ignored: it is neither' | sed 's/^/[setup] /'
 

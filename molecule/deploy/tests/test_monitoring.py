@@ -8,12 +8,14 @@ each body to /var/log/webhook.jsonl.
 from __future__ import annotations
 
 import json
+import pathlib
 import time
 
 import pytest
-from conftest import assert_role_rejects
+from conftest import assert_role_rejects, play_recap, run_playbook
 
 PROM = "http://127.0.0.1:9090"
+PLAYBOOKS = pathlib.Path(__file__).resolve().parents[3] / "playbooks"
 RECEIVED = "/var/log/webhook.jsonl"
 
 
@@ -117,6 +119,18 @@ def test_high_error_rate_fires_when_the_app_answers_5xx(host):
         assert float(alert[0]["value"]) > 0.05
     finally:
         host.check_output("systemctl start redis-server")
+
+
+def test_a_run_killed_before_its_handlers_is_repaired_by_the_next(host):
+    """A configuration written by a run that died before its handlers ran: the next run restarts the service."""
+    pid = host.check_output("systemctl show -P MainPID prometheus-node-exporter")
+    time.sleep(1.1)  # the file must be newer than the service's start, to the second
+    host.check_output("touch /etc/default/prometheus-node-exporter")
+    repaired = run_playbook(PLAYBOOKS / "monitoring.yml")
+    assert repaired.returncode == 0, repaired.stdout[-3000:]
+    assert host.check_output("systemctl show -P MainPID prometheus-node-exporter") != pid
+    again = run_playbook(PLAYBOOKS / "monitoring.yml")
+    assert all(c["changed"] == 0 for c in play_recap(again.stdout).values()), again.stdout[-3000:]
 
 
 @pytest.mark.parametrize("role_vars, fragment", [
