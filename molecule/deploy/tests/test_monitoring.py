@@ -54,7 +54,7 @@ def test_every_target_is_up(host):
     def all_up():
         targets = prometheus(host, "/api/v1/targets")["data"]["activeTargets"]
         jobs = {t["labels"]["job"]: t["health"] for t in targets}
-        return jobs if set(jobs) >= {"prometheus", "node", "postgres", "redis", "app", "health"} and \
+        return jobs if set(jobs) >= {"prometheus", "node", "postgres", "redis", "nginx", "app", "health"} and \
             all(t["health"] == "up" for t in targets) else None
     wait_for("every scrape target up", all_up)
     probe = prometheus(host, "/api/v1/query?query=probe_success")["data"]["result"]
@@ -63,7 +63,7 @@ def test_every_target_is_up(host):
 
 def test_exporters_and_servers_listen_on_loopback_only(host):
     listening = host.check_output("ss -Htlnp")
-    for port in (9090, 9093, 9100, 9115, 9121, 9187):
+    for port in (9090, 9093, 9100, 9113, 9115, 9121, 9187):
         sockets = [line.split()[3] for line in listening.splitlines() if line.split()[3].endswith(f":{port}")]
         assert sockets and all(s.startswith("127.0.0.1:") for s in sockets), (port, sockets)
     # No gossip port: one Alertmanager per monitoring host.
@@ -81,6 +81,7 @@ def test_secret_holding_files_are_closed(host):
 def test_the_data_stores_are_measured(host):
     assert prometheus(host, "/api/v1/query?query=pg_up")["data"]["result"][0]["value"][1] == "1"
     assert prometheus(host, "/api/v1/query?query=redis_up")["data"]["result"][0]["value"][1] == "1"
+    assert prometheus(host, "/api/v1/query?query=nginx_up")["data"]["result"][0]["value"][1] == "1"
     requests_seen = prometheus(host, "/api/v1/query?query=botapp_http_requests_total")["data"]["result"]
     assert requests_seen, "the app's own metrics were not scraped through nginx"
 
