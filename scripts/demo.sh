@@ -104,17 +104,17 @@ docker exec "$name" sh -c 'echo "  releases:"; for r in /opt/botstack/releases/*
 echo "  timers:"; docker exec "$name" systemctl list-timers --no-pager --no-legend | awk '{print "   ", $(NF-1)}' | sort -u
 
 say "monitoring (Prometheus, Alertmanager and the probes on the host's loopback)"
-docker exec "$name" curl -fsS http://127.0.0.1:9090/api/v1/targets | python3 -c '
-import json, sys
-targets = json.load(sys.stdin)["data"]["activeTargets"]
-up = [t["labels"]["job"] for t in targets if t["health"] == "up"]
-print("  targets up: %d of %d (%s)" % (len(up), len(targets), ", ".join(sorted(set(up)))))'
-docker exec "$name" curl -fsS http://127.0.0.1:9090/api/v1/rules | python3 -c '
-import json, sys
-rules = [r for g in json.load(sys.stdin)["data"]["groups"] for r in g["rules"]]
-firing = [r["name"] for r in rules if r["state"] == "firing"]
+docker exec "$name" python3 -c '
+import json, urllib.request
+def api(path):
+    return json.load(urllib.request.urlopen("http://127.0.0.1:9090/api/v1/" + path, timeout=10))["data"]
+targets = api("targets")["activeTargets"]
+up = sorted({t["labels"]["job"] for t in targets if t["health"] == "up"})
+print("  targets up: %d of %d (%s)" % (sum(t["health"] == "up" for t in targets), len(targets), ", ".join(up)))
+rules = [r for g in api("rules")["groups"] for r in g["rules"]]
+firing = sorted({r["name"] for r in rules if r["state"] == "firing"})
 print("  alert rules: %d loaded; firing: %s" % (len(rules), ", ".join(firing) or "none"))'
-echo "  last deploy, as node_exporter exports it:"
+echo "  the last deploy, as node_exporter exports it:"
 docker exec "$name" sh -c 'grep -h "^botstack_deploy_release_info" /var/lib/prometheus/node-exporter/*.prom' | sed 's/^/    /'
 
 say "the host around it"
