@@ -138,4 +138,4 @@ docker exec "$name" sh -c 'for u in botstack-api@blue botstack-worker@blue botst
 
 say "done; the demo host stays up (logs in $work/)"
 echo "  curl -sk https://$address/health -H 'Host: $site'  ·  docker exec -it $name bash  ·  tear down: make clean"
-echo "  Prometheus: docker exec $name curl -s 'http://127.0.0.1:9090/api/v1/alerts'"
+echo "  alerts: docker exec $name python3 -c 'import urllib.request as u; print(u.urlopen(\"http://127.0.0.1:9090/api/v1/alerts\").read().decode())'"

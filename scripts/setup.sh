@@ -59,7 +59,7 @@ if [[ ! -x .venv/bin/python || "$(cat .venv/.stamp 2>/dev/null)" != "$req_hash" 
   .venv/bin/ansible --version >/dev/null
   echo "$req_hash" > .venv/.stamp
 fi
-step venv "$(.venv/bin/ansible --version | head -n1)"
+step venv "$(.venv/bin/ansible --version | sed -n 1p)"
 
 # --- instruments (sslyze, gixy-ng) in their own venv -----------------------
 tools_hash=$(sha256sum requirements/tools.txt | cut -c1-16)
