@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Render each role README's variable table from meta/argument_specs.yml.
+"""Render each role README's variable table from meta/argument_specs.yml, and
+docs/variables.md, the reference of every role's variables in one page.
 
-The table sits between the markers below; `--check` fails when a README has
-drifted from its argument spec (run by `make test`'s lint stage).
+The table sits between the markers below; `--check` fails when a README or the
+reference has drifted from the argument specs (run by `make test`'s lint stage).
 """
 from __future__ import annotations
 
@@ -55,9 +56,34 @@ def render(role: pathlib.Path) -> str:
     return "\n".join([BEGIN, *rows, END])
 
 
+REFERENCE = ROOT / "docs" / "variables.md"
+
+
+def reference(roles: list[pathlib.Path]) -> str:
+    lines = ["# Variable reference", "",
+             "Every role's variables, generated from its `meta/argument_specs.yml` by `scripts/role-docs.py`",
+             "(do not edit by hand; `make lint` fails when this page and the specs differ). Each role's",
+             "README explains how the variables work together.", ""]
+    lines += [f"- [{role.name}](#{role.name})" for role in roles]
+    for role in roles:
+        specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+        lines += ["", f"## {role.name}", "", _cell(specs["main"].get("short_description", "")), "",
+                  f"[README](../roles/{role.name}/README.md)", ""]
+        lines += render(role).splitlines()[1:-1]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     check = "--check" in sys.argv
     drifted = []
+    roles = [r for r in sorted((ROOT / "roles").iterdir()) if (r / "meta" / "argument_specs.yml").exists()]
+    page = reference(roles)
+    if not REFERENCE.exists() or REFERENCE.read_text() != page:
+        if check:
+            drifted.append("docs/variables.md differs from the argument specs")
+        else:
+            REFERENCE.write_text(page)
+            print(f"updated {REFERENCE.relative_to(ROOT)}")
     for role in sorted((ROOT / "roles").iterdir()):
         readme = role / "README.md"
         if not (role / "meta" / "argument_specs.yml").exists():
