@@ -312,6 +312,8 @@ class Metrics:
         target = pathlib.Path(self.dir) / ("botstack_backup_%s_%s.prom" % (self.kind, self.name))
         tmp = target.with_name("." + target.name + ".tmp")
         tmp.write_text("\n".join(lines) + "\n")
+        # node_exporter runs as another user; the unit's UMask=0077 would hide the file from it.
+        tmp.chmod(0o644)
         tmp.replace(target)
 
 

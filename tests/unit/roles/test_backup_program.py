@@ -118,6 +118,13 @@ def test_ensure_bucket_reports_creation_once(store):
 def test_metrics_file_keeps_the_last_good_values_after_a_failure(tmp_path):
     config = {"metrics_dir": str(tmp_path), "state_dir": str(tmp_path)}
     metrics = backup.Metrics(config, "postgresql", "db")
+    old_umask = os.umask(0o077)  # the backup units' UMask
+    try:
+        metrics.record(last_result=1)
+    finally:
+        os.umask(old_umask)
+    # Readable by node_exporter, which runs as another user.
+    assert (tmp_path / "botstack_backup_postgresql_db.prom").stat().st_mode & 0o777 == 0o644
     metrics.record(last_result=1, last_success_timestamp_seconds=100, last_size_bytes=42)
     metrics.record(last_result=0, last_attempt_timestamp_seconds=200)
     text = (tmp_path / "botstack_backup_postgresql_db.prom").read_text()

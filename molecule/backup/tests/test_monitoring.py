@@ -1,0 +1,125 @@
+"""Monitoring across two hosts: backup-s3 is the monitoring host, backup-db only runs exporters.
+
+Runs after test_backup.py (file order). The scenario shortens the backup alert's `for:` and the
+scrape interval through variables (molecule.yml), never in the role. Alertmanager posts
+Slack-compatible messages to the receiver on backup-s3 (path /alerts/...), which appends each
+request to /var/log/webhook.jsonl.
+"""
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+import urllib.parse
+
+import pytest
+import testinfra
+
+from conftest import container_address, molecule_path
+
+testinfra_hosts = ["backup-db"]
+
+PROM = "http://127.0.0.1:9090"
+EXPORTER_PORTS = {"node": 9100, "postgres": 9187, "redis": 9121}
+
+
+@pytest.fixture(scope="module")
+def monitor():
+    return testinfra.get_host("ansible://backup-s3", ansible_inventory=str(molecule_path("MOLECULE_INVENTORY_FILE")))
+
+
+def fetch(host, url: str) -> str:
+    """GET from the host itself (the S3 host has python3, not curl)."""
+    program = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
+    return host.check_output("python3 -c %s %s", program, url)
+
+
+def prometheus(monitor, path: str) -> dict:
+    return json.loads(fetch(monitor, PROM + path))
+
+
+def wait_for(what: str, probe, timeout: float = 120, every: float = 2):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(every)
+    pytest.fail(f"{what}: not within {timeout:.0f} s (last seen: {last!r})")
+
+
+def alerts_received(monitor) -> list[dict]:
+    text = monitor.run("cat /var/log/webhook.jsonl").stdout
+    requests = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [json.loads(r["body"]) for r in requests if r["path"].startswith("/alerts/")]
+
+
+def notified(monitor, alert: str, status: str, after: int) -> list:
+    return [n for n in alerts_received(monitor)[after:]
+            if any(f"{status}: {alert}" in (a.get("title") or "") for a in n.get("attachments", []))]
+
+
+def backup_result(monitor) -> str | None:
+    query = urllib.parse.quote('botstack_backup_last_result{kind="postgresql",name="botstack"}')
+    result = prometheus(monitor, f"/api/v1/query?query={query}")["data"]["result"]
+    return result[0]["value"][1] if result else None
+
+
+def backup_failed_firing(monitor) -> bool:
+    alerts = prometheus(monitor, "/api/v1/alerts")["data"]["alerts"]
+    return any(a["labels"]["alertname"] == "BackupFailed" and a["labels"].get("kind") == "postgresql"
+               for a in alerts)
+
+
+def test_the_monitoring_host_scrapes_the_database_host(monitor):
+    def all_up():
+        targets = prometheus(monitor, "/api/v1/targets")["data"]["activeTargets"]
+        seen = {(t["labels"]["job"], t["labels"]["host"]): t["health"] for t in targets}
+        wanted = {("node", "backup-db"), ("node", "backup-s3"), ("postgres", "backup-db"), ("redis", "backup-db")}
+        return seen if set(seen) >= wanted and all(h == "up" for h in seen.values()) else None
+    wait_for("every target of both hosts up", all_up)
+
+
+def test_exporters_answer_the_monitoring_host_alone(host, monitor):
+    address = container_address("backup-db")
+    # backup-db listens on its private address, not on every interface.
+    listening = host.check_output("ss -Htln")
+    for port in EXPORTER_PORTS.values():
+        sockets = [line.split()[3] for line in listening.splitlines() if line.split()[3].endswith(f":{port}")]
+        assert sockets == [f"{address}:{port}"], (port, sockets)
+    # The monitoring host gets an answer...
+    for name, port in EXPORTER_PORTS.items():
+        body = fetch(monitor, f"http://{address}:{port}/metrics")
+        assert "# TYPE" in body, name
+    # ...the machine running these tests (another host on the same network) does not.
+    for name, port in EXPORTER_PORTS.items():
+        with pytest.raises(OSError):
+            socket.create_connection((address, port), timeout=3).close()
+    # Each opening names the monitoring host as its only source.
+    rules = host.check_output("ufw status")
+    opened = re.findall(r"^(\d+)/tcp\s+ALLOW\s+(\S+)\s+# botstack-monitoring$", rules, re.MULTILINE)
+    s3_address = container_address("backup-s3")
+    assert sorted(opened) == sorted((str(port), s3_address) for port in EXPORTER_PORTS.values()), rules
+
+
+def test_a_failed_backup_fires_the_alert_and_the_next_good_one_resolves_it(host, monitor):
+    # A good backup first: whatever test_backup.py left, the series starts healthy.
+    host.check_output("systemctl start botstack-backup-postgresql.service")
+    wait_for("the good backup seen by Prometheus", lambda: backup_result(monitor) == "1")
+    wait_for("no BackupFailed alert", lambda: not backup_failed_firing(monitor))
+    seen = len(alerts_received(monitor))
+
+    monitor.check_output("systemctl stop seaweedfs")
+    try:
+        assert host.run("systemctl start botstack-backup-postgresql.service").rc != 0
+    finally:
+        monitor.check_output("systemctl start seaweedfs")
+        monitor.run("timeout 60 sh -c 'until (echo > /dev/tcp/127.0.0.1/8333) 2>/dev/null; do sleep 1; done'")
+    message = wait_for("BackupFailed at the receiver", lambda: notified(monitor, "BackupFailed", "FIRING", seen))
+    text = json.dumps(message)
+    assert "backup-db" in text and "postgresql" in text, text
+
+    host.check_output("systemctl start botstack-backup-postgresql.service")
+    wait_for("BackupFailed resolved at the receiver", lambda: notified(monitor, "BackupFailed", "RESOLVED", seen))
