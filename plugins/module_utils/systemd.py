@@ -59,6 +59,9 @@ def unit_problem(unit, state, baseline, max_restarts):
     return None
 
 
+JOURNAL_WAIT = 5.0
+
+
 def journal(module, unit, state, lines):
     """The journal lines of the unit's run that state describes (its InvocationID), not of other runs.
 
@@ -75,8 +78,16 @@ def journal(module, unit, state, lines):
             # systemd's monotonic timestamps share CLOCK_MONOTONIC with time.monotonic().
             started_at = time.time() - (time.monotonic() - int(started_us) / 1e6)
             match += ["--since", "@%d" % int(started_at - 1)]
-    rc, out, err = module.run_command(
-        ["journalctl", "--lines", str(lines), "--no-pager", "--output", "short-iso"] + match)
+    command = ["journalctl", "--lines", str(lines), "--no-pager", "--output", "short-iso"] + match
+    # journald reads a unit's output from its stream asynchronously: the lines of a run that just
+    # ended can arrive a moment after systemd reports it failed (later on a busy host).
+    deadline = time.monotonic() + JOURNAL_WAIT
+    while True:
+        rc, out, err = module.run_command(command)
+        entries = [line for line in out.splitlines() if not line.startswith("-- ")]
+        if rc != 0 or entries or time.monotonic() >= deadline:
+            break
+        time.sleep(0.25)
     return (out if rc == 0 else err).splitlines()[-lines:]
 
 
