@@ -10,6 +10,7 @@ import os
 import pathlib
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -52,6 +53,18 @@ def play_recap(output: str) -> dict[str, dict[str, int]]:
         m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")}
         for m in RECAP.finditer(output)
     }
+
+
+def wait_for(what: str, probe, timeout: float = 120, every: float = 2):
+    """probe() until it returns something truthy (returned), or fail naming what and the last answer."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(every)
+    pytest.fail(f"{what}: not within {timeout:.0f} s (last seen: {last!r})")
 
 
 def container_address(name: str) -> str:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import re
 import socket
-import time
 import urllib.parse
 
 import pytest
 import testinfra
 
-from conftest import container_address, molecule_path
+from conftest import container_address, molecule_path, wait_for
 
 testinfra_hosts = ["backup-db"]
 
@@ -37,17 +36,6 @@ def fetch(host, url: str) -> str:
 
 def prometheus(monitor, path: str) -> dict:
     return json.loads(fetch(monitor, PROM + path))
-
-
-def wait_for(what: str, probe, timeout: float = 120, every: float = 2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    pytest.fail(f"{what}: not within {timeout:.0f} s (last seen: {last!r})")
 
 
 def alerts_received(monitor) -> list[dict]:

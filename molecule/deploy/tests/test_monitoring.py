@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 import urllib3
-from conftest import assert_role_rejects, container_address, play_recap, run_playbook
+from conftest import assert_role_rejects, container_address, play_recap, run_playbook, wait_for
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the scenario's certificate is self-signed
 SITE = "bot.botstack.test"
@@ -26,17 +26,6 @@ RECEIVED = "/var/log/webhook.jsonl"
 
 def prometheus(host, path: str) -> dict:
     return json.loads(host.check_output(f"curl -fsS '{PROM}{path}'"))
-
-
-def wait_for(what: str, probe, timeout: float = 120, every: float = 2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    pytest.fail(f"{what}: not within {timeout:.0f} s (last seen: {last!r})")
 
 
 def firing(host, alert: str) -> list:
