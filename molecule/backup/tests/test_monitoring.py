@@ -34,6 +34,30 @@ def fetch(host, url: str) -> str:
     return host.check_output("python3 -c %s %s", program, url)
 
 
+PKI = "/etc/botstack-pki"
+SCRAPE_USER = "prometheus:scrape-Secret-e81b47"
+SCRAPE_PROGRAM = """
+import base64, ssl, sys, urllib.error, urllib.request
+url, user, cert = sys.argv[1:4]
+context = ssl.create_default_context(cafile="%s/ca.crt")
+if cert == "yes":
+    context.load_cert_chain("%s/prometheus-client.crt", "%s/prometheus-client.key")
+request = urllib.request.Request(url)
+if user:
+    request.add_header("Authorization", "Basic " + base64.b64encode(user.encode()).decode())
+try:
+    sys.stdout.write(urllib.request.urlopen(request, context=context, timeout=5).read().decode())
+except (urllib.error.URLError, ssl.SSLError, ConnectionError) as error:
+    sys.stdout.write("refused: %%s" %% error)
+""" % (PKI, PKI, PKI)
+
+
+def scrape(monitor, address: str, port: int, user: str = "", cert: bool = False) -> str:
+    """GET an exporter's metrics from the monitoring host as Prometheus does: verified HTTPS plus credentials."""
+    return monitor.check_output("python3 -c %s %s %s %s", SCRAPE_PROGRAM, f"https://{address}:{port}/metrics",
+                                user, "yes" if cert else "no")
+
+
 def prometheus(monitor, path: str) -> dict:
     return json.loads(fetch(monitor, PROM + path))
 
@@ -77,11 +101,14 @@ def test_exporters_answer_the_monitoring_host_alone(host, monitor):
     for port in EXPORTER_PORTS.values():
         sockets = [line.split()[3] for line in listening.splitlines() if line.split()[3].endswith(f":{port}")]
         assert sockets == [f"{address}:{port}"], (port, sockets)
-    # The monitoring host gets an answer...
+    # The monitoring host gets an answer over HTTPS it verifies against the private CA (the
+    # certificate names backup-db's private address), with the scrape password or, for Redis,
+    # Prometheus' client certificate; without them, nothing.
     for name, port in EXPORTER_PORTS.items():
-        body = fetch(monitor, f"http://{address}:{port}/metrics")
-        assert "# TYPE" in body, name
-    # ...the machine running these tests (another host on the same network) does not.
+        credentials = {"cert": True} if name == "redis" else {"user": SCRAPE_USER}
+        assert "# TYPE" in scrape(monitor, address, port, **credentials), name
+        assert scrape(monitor, address, port).startswith("refused:"), name
+    # The machine running these tests (another host on the same network) gets no connection.
     for name, port in EXPORTER_PORTS.items():
         with pytest.raises(OSError):
             socket.create_connection((address, port), timeout=3).close()
@@ -90,6 +117,14 @@ def test_exporters_answer_the_monitoring_host_alone(host, monitor):
     opened = re.findall(r"^(\d+)/tcp\s+ALLOW\s+(\S+)\s+# botstack-monitoring$", rules, re.MULTILINE)
     s3_address = container_address("backup-s3")
     assert sorted(opened) == sorted((str(port), s3_address) for port in EXPORTER_PORTS.values()), rules
+
+
+def test_the_private_ca_stays_on_the_monitoring_host(host, monitor):
+    assert monitor.file("/etc/botstack-ca/ca.key").mode == 0o600
+    assert not host.file("/etc/botstack-ca").exists
+    # backup-db holds only its own key, its certificate and the CA's certificate.
+    assert sorted(host.file(PKI).listdir()) == ["ca.crt", "exporter.crt", "exporter.csr", "exporter.key"]
+    host.check_output("openssl verify -CAfile %s/ca.crt %s/exporter.crt", PKI, PKI)
 
 
 def test_a_failed_backup_fires_the_alert_and_the_next_good_one_resolves_it(host, monitor):

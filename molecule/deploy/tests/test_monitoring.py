@@ -64,6 +64,50 @@ def test_exporters_and_servers_listen_on_loopback_only(host):
     assert ":9094" not in listening
 
 
+PKI = "/etc/botstack-pki"
+SCRAPE = "prometheus:scrape-Secret-6a2f90"
+
+
+def https_status(host, url: str, *options: str) -> str:
+    """HTTP status curl gets verifying against the private CA, or curl's exit code when TLS fails."""
+    result = host.run(" ".join(["curl -sS -o /dev/null -w '%{http_code}'", f"--cacert {PKI}/ca.crt", *options, url]))
+    return result.stdout if result.rc == 0 else f"curl exit {result.rc}"
+
+
+def test_exporters_serve_https_from_the_private_ca_and_authenticate(host):
+    for port in (9100, 9187):
+        url = f"https://127.0.0.1:{port}/metrics"
+        assert https_status(host, url, f"-u {SCRAPE}") == "200", port
+        assert https_status(host, url) == "401", port
+        assert https_status(host, url, "-u prometheus:wrong") == "401", port
+        # Plain HTTP on the TLS port gets nothing it can read.
+        assert host.run("curl -fsS http://127.0.0.1:%s/metrics", port).rc != 0, port
+        # TLS 1.1 and older are refused.
+        assert host.run("openssl s_client -connect 127.0.0.1:%s -tls1_1 </dev/null", port).rc != 0, port
+    # The Redis exporter has no basic auth: it asks for Prometheus' client certificate instead.
+    redis_url = "https://127.0.0.1:9121/metrics"
+    assert https_status(host, redis_url).startswith("curl exit"), "redis exporter served a client without a certificate"
+    client = f"--cert {PKI}/prometheus-client.crt --key {PKI}/prometheus-client.key"
+    assert https_status(host, redis_url, client) == "200"
+
+
+def test_the_private_ca_keeps_its_key_and_files_hold_no_password(host):
+    ca_key = host.file("/etc/botstack-ca/ca.key")
+    assert (ca_key.user, ca_key.mode) == ("root", 0o600)
+    assert host.file("/etc/botstack-ca").mode == 0o700
+    for name in ("exporter", "prometheus-client"):
+        key = host.file(f"{PKI}/{name}.key")
+        assert (key.user, key.group, key.mode) == ("root", "prometheus", 0o640), name
+        host.check_output("openssl verify -CAfile %s/ca.crt %s/%s.crt", PKI, PKI, name)
+    web = host.file("/etc/prometheus/exporter-web.yml")
+    assert (web.group, web.mode) == ("prometheus", 0o640)
+    assert "scrape-Secret" not in web.content_string and "$2b$" in web.content_string
+    password = host.file("/etc/prometheus/exporter-password")
+    assert (password.user, password.group, password.mode) == ("root", "prometheus", 0o640)
+    sans = host.check_output("openssl x509 -noout -ext subjectAltName -in %s/exporter.crt", PKI)
+    assert "IP Address:127.0.0.1" in sans and "DNS:deploy-host" in sans, sans
+
+
 def test_secret_holding_files_are_closed(host):
     exporter = host.file("/etc/default/prometheus-redis-exporter")
     assert (exporter.user, exporter.mode) == ("root", 0o600)
@@ -145,6 +189,8 @@ def test_a_run_killed_before_its_handlers_is_repaired_by_the_next(host):
      'monitoring_receivers entry "ops" needs'),
     ({"monitoring_scrape_extra": [{"job": "extra", "host": "db9.example.com", "port": 9100}]}, "must be an"),
     ({"monitoring_alert_rules_extra": [{"alert": "Broken", "expr": "rate(up[5m]"}]}, "promtool rejects the alert rules"),
+    ({"monitoring_exporter_tls": False}, "needs monitoring_exporter_tls: true"),
+    ({"monitoring_tls_ca_host": "ca.example.invalid"}, "must be an inventory host that keeps the private CA"),
 ])
 def test_bad_input_is_rejected_before_anything_changes(role_vars, fragment, ephemeral_dir):
     assert_role_rejects("monitoring", role_vars, fragment, ephemeral_dir)
