@@ -67,6 +67,19 @@ def wait_for(what: str, probe, timeout: float = 120, every: float = 2):
     pytest.fail(f"{what}: not within {timeout:.0f} s (last seen: {last!r})")
 
 
+def slack_alerts(host, path_prefix: str = "/alerts/") -> list[dict]:
+    """Slack-compatible bodies the scenario's webhook receiver logged (one JSON request per line)."""
+    text = host.run("cat /var/log/webhook.jsonl").stdout
+    requests = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [json.loads(r["body"]) for r in requests if r["path"].startswith(path_prefix)]
+
+
+def slack_notified(host, alert: str, status: str, after: int) -> list:
+    """Alerts past the first `after` whose title names the alert and status (FIRING or RESOLVED)."""
+    return [n for n in slack_alerts(host)[after:]
+            if any(f"{status}: {alert}" in (a.get("title") or "") for a in n.get("attachments", []))]
+
+
 def container_address(name: str) -> str:
     """IP address of a test container on its docker network."""
     out = subprocess.run(

@@ -15,7 +15,7 @@ import urllib.parse
 import pytest
 import testinfra
 
-from conftest import container_address, molecule_path, wait_for
+from conftest import container_address, molecule_path, slack_alerts, slack_notified, wait_for
 
 testinfra_hosts = ["backup-db"]
 
@@ -61,16 +61,6 @@ def scrape(monitor, address: str, port: int, user: str = "", cert: bool = False)
 def prometheus(monitor, path: str) -> dict:
     return json.loads(fetch(monitor, PROM + path))
 
-
-def alerts_received(monitor) -> list[dict]:
-    text = monitor.run("cat /var/log/webhook.jsonl").stdout
-    requests = [json.loads(line) for line in text.splitlines() if line.strip()]
-    return [json.loads(r["body"]) for r in requests if r["path"].startswith("/alerts/")]
-
-
-def notified(monitor, alert: str, status: str, after: int) -> list:
-    return [n for n in alerts_received(monitor)[after:]
-            if any(f"{status}: {alert}" in (a.get("title") or "") for a in n.get("attachments", []))]
 
 
 def backup_result(monitor) -> str | None:
@@ -132,7 +122,7 @@ def test_a_failed_backup_fires_the_alert_and_the_next_good_one_resolves_it(host,
     host.check_output("systemctl start botstack-backup-postgresql.service")
     wait_for("the good backup seen by Prometheus", lambda: backup_result(monitor) == "1")
     wait_for("no BackupFailed alert", lambda: not backup_failed_firing(monitor))
-    seen = len(alerts_received(monitor))
+    seen = len(slack_alerts(monitor))
 
     monitor.check_output("systemctl stop seaweedfs")
     try:
@@ -140,9 +130,9 @@ def test_a_failed_backup_fires_the_alert_and_the_next_good_one_resolves_it(host,
     finally:
         monitor.check_output("systemctl start seaweedfs")
         monitor.run("timeout 60 sh -c 'until (echo > /dev/tcp/127.0.0.1/8333) 2>/dev/null; do sleep 1; done'")
-    message = wait_for("BackupFailed at the receiver", lambda: notified(monitor, "BackupFailed", "FIRING", seen))
+    message = wait_for("BackupFailed at the receiver", lambda: slack_notified(monitor, "BackupFailed", "FIRING", seen))
     text = json.dumps(message)
     assert "backup-db" in text and "postgresql" in text, text
 
     host.check_output("systemctl start botstack-backup-postgresql.service")
-    wait_for("BackupFailed resolved at the receiver", lambda: notified(monitor, "BackupFailed", "RESOLVED", seen))
+    wait_for("BackupFailed resolved at the receiver", lambda: slack_notified(monitor, "BackupFailed", "RESOLVED", seen))
