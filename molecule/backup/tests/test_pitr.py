@@ -6,18 +6,21 @@ metrics and Alertmanager posts to the receiver there.
 from __future__ import annotations
 
 import json
+import pathlib
 import time
 
 import pytest
 import testinfra
 
-from conftest import molecule_path, slack_alerts, slack_notified, wait_for
+from conftest import (assert_no_secret_in, molecule_path, play_recap, run_playbook, slack_alerts, slack_notified,
+                      wait_for)
 
 testinfra_hosts = ["backup-db"]
 
 STANZA = "main"
 SCRATCH = "/var/lib/postgresql/pitr-scratch"
 SCRATCH_PORT = 5499
+PLAYBOOKS = pathlib.Path(__file__).resolve().parents[3] / "playbooks"
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +110,17 @@ def test_a_point_in_time_restore_holds_exactly_the_rows_written_before_it(host):
         host.run("rm -rf %s", SCRATCH)
 
 
+def test_the_scheduled_drill_brings_back_a_row_written_just_before(host):
+    assert host.service("botstack-pitr-drill.timer").is_enabled
+    host.check_output("systemctl start botstack-pitr-drill.service")
+    metrics = host.file(f"/var/lib/prometheus/node-exporter/botstack_pitr_drill_{STANZA}.prom")
+    assert metrics.mode == 0o644
+    assert f'botstack_backup_drill_last_result{{kind="pitr",name="{STANZA}"}} 1' in metrics.content_string
+    assert not host.file("/var/lib/postgresql/botstack-pitr-drill").exists
+    journal = host.check_output("journalctl -u botstack-pitr-drill.service -n 20 --no-pager")
+    assert "drill: restored stanza main to the end of the archive" in journal, journal
+
+
 def test_archiving_fails_loudly_while_s3_is_down_and_catches_up(host, monitor):
     seen = len(slack_alerts(monitor))
     before = archiver(host)
@@ -128,3 +142,51 @@ def test_archiving_fails_loudly_while_s3_is_down_and_catches_up(host, monitor):
     wait_for(f"{held} archived once S3 is back", lambda: archiver(host)["last_archived"] >= held, timeout=180)
     wait_for("WalArchivingFailing resolved at the receiver",
              lambda: slack_notified(monitor, "WalArchivingFailing", "RESOLVED", seen), timeout=180)
+
+
+def restore_play(*extra_vars: str):
+    return run_playbook(PLAYBOOKS / "restore.yml", "-l", "backup-db", "-e", "backup_restore_kind=pitr", *extra_vars)
+
+
+@pytest.mark.parametrize(("extra_vars", "fragment"), [
+    ((), "backup_restore_confirm_overwrite=true"),
+    (("-e", "backup_restore_confirm_overwrite=true", "-e", "backup_restore_time='2099-01-01 00:00:00+00'"),
+     "must lie between the end of the oldest backup"),
+    (("-e", "backup_restore_confirm_overwrite=true", "-e", "backup_restore_time='2001-01-01 00:00:00+00'"),
+     "must lie between the end of the oldest backup"),
+    (("-e", "backup_restore_confirm_overwrite=true", "-e", "backup_restore_time=yesterday"), "YYYY-MM-DD HH:MM:SS+00"),
+    (("-e", "backup_restore_confirm_overwrite=true", "-e", "backup_restore_time='2026-01-01 00:00:00+00'",
+      "-e", "backup_restore_point=before"), "at most one of backup_restore_time"),
+])
+def test_a_restore_the_repository_cannot_reach_is_refused_before_anything_changes(host, extra_vars, fragment):
+    pid = host.check_output("systemctl show -P MainPID postgresql@15-main")
+    result = restore_play(*extra_vars)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert fragment in output, output[-3000:]
+    assert play_recap(result.stdout)["backup-db"]["changed"] == 0
+    assert_no_secret_in(output, f"refused restore {extra_vars}")
+    assert host.check_output("systemctl show -P MainPID postgresql@15-main") == pid
+
+
+def test_the_live_cluster_is_restored_to_a_point_in_time_and_the_old_one_kept_aside(host):
+    psql(host, "INSERT INTO pitr_probe (id) VALUES (20)")
+    time.sleep(1.5)
+    target = psql(host, "SELECT now()")
+    time.sleep(1.5)
+    psql(host, "INSERT INTO pitr_probe (id) VALUES (21)")
+    segment = switch_wal(host)
+    wait_for(f"{segment} archived", lambda: archiver(host)["last_archived"] >= segment)
+
+    result = restore_play("-e", "backup_restore_confirm_overwrite=true", "-e", f"backup_restore_time='{target}'")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert_no_secret_in(result.stdout + result.stderr, "the point-in-time restore")
+    rows = psql(host, "SELECT string_agg(id::text, ',' ORDER BY id) FROM pitr_probe WHERE id >= 20")
+    assert rows == "20", f"restored to {target}: rows {rows}"
+    # The data it replaced is kept, whole, beside the new one.
+    aside = host.check_output("ls -d /var/lib/postgresql/15/main.replaced-*").split()
+    assert len(aside) == 1 and host.file(f"{aside[0]}/PG_VERSION").exists, aside
+    assert not host.file("/var/lib/botstack-backup/pitr-restore-aside").exists
+    # The restored cluster archives on its new timeline.
+    host.check_output("runuser -u postgres -- pgbackrest --stanza=%s --log-level-console=error check", STANZA)
+    host.run("rm -rf %s", aside[0])
