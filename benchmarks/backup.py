@@ -47,6 +47,27 @@ def psql(sql, db="bench"):
                           check=True, capture_output=True, text=True).stdout.strip()
 
 
+def build_database(psql, size_mb: int) -> int:
+    """Realistic rows (uuid, text, jsonb, timestamps) in database bench, about size_mb MiB; returns the message count."""
+    rows = size_mb * 3400  # about 1 MiB of table and index per 3400 messages + users
+    psql(f"""
+        CREATE EXTENSION pgcrypto;
+        CREATE TABLE users (id uuid PRIMARY KEY, name text, email text, profile jsonb, created timestamptz);
+        INSERT INTO users SELECT gen_random_uuid(), 'user ' || md5(i::text), md5(random()::text) || '@example.com',
+          jsonb_build_object('lang', (ARRAY['en','de','ru','es'])[1 + i % 4], 'score', random() * 1000,
+            'tags', jsonb_build_array(md5((i * 7)::text), i % 13), 'bio', repeat(md5(random()::text), 2)),
+          now() - random() * interval '700 days' FROM generate_series(1, {rows // 4}) i;
+        CREATE TABLE messages (id bigserial PRIMARY KEY, user_id uuid, chat_id bigint, text text, meta jsonb,
+          sent timestamptz);
+        INSERT INTO messages (user_id, chat_id, text, meta, sent)
+          SELECT gen_random_uuid(), (random() * 1e9)::bigint,
+            'msg ' || md5(random()::text) || ' ' || substr(md5(random()::text), 1, (random() * 32)::int),
+            jsonb_build_object('update_id', i, 'lang', (ARRAY['en','de','ru'])[1 + i % 3], 'ok', i % 2 = 0),
+            now() - random() * interval '90 days' FROM generate_series(1, {rows}) i;
+    """)
+    return rows
+
+
 def venv(work):
     """The program's own venv (its locked requirements), as the role builds it."""
     path = REPO / ".cache" / "bench-backup-venv"
@@ -90,23 +111,8 @@ def main():
             except subprocess.CalledProcessError:
                 time.sleep(0.5)
         psql("CREATE DATABASE bench", "postgres")
-        rows = args.size_mb * 3400  # about 1 MiB of table and index per 3400 messages + users
         started = time.monotonic()
-        psql(f"""
-            CREATE EXTENSION pgcrypto;
-            CREATE TABLE users (id uuid PRIMARY KEY, name text, email text, profile jsonb, created timestamptz);
-            INSERT INTO users SELECT gen_random_uuid(), 'user ' || md5(i::text), md5(random()::text) || '@example.com',
-              jsonb_build_object('lang', (ARRAY['en','de','ru','es'])[1 + i % 4], 'score', random() * 1000,
-                'tags', jsonb_build_array(md5((i * 7)::text), i % 13), 'bio', repeat(md5(random()::text), 2)),
-              now() - random() * interval '700 days' FROM generate_series(1, {rows // 4}) i;
-            CREATE TABLE messages (id bigserial PRIMARY KEY, user_id uuid, chat_id bigint, text text, meta jsonb,
-              sent timestamptz);
-            INSERT INTO messages (user_id, chat_id, text, meta, sent)
-              SELECT gen_random_uuid(), (random() * 1e9)::bigint,
-                'msg ' || md5(random()::text) || ' ' || substr(md5(random()::text), 1, (random() * 32)::int),
-                jsonb_build_object('update_id', i, 'lang', (ARRAY['en','de','ru'])[1 + i % 3], 'ok', i % 2 = 0),
-                now() - random() * interval '90 days' FROM generate_series(1, {rows}) i;
-        """)
+        rows = build_database(psql, args.size_mb)
         size = int(psql("SELECT pg_database_size('bench')"))
         print(f"database: {size / 2**20:.0f} MiB ({rows // 4} users, {rows} messages), built in {time.monotonic() - started:.0f} s")
 

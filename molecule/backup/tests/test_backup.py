@@ -296,6 +296,12 @@ BASE = {
     ({"backup_postgresql_retention_days": 0}, "backup_postgresql_retention_days=0"),
     ({"backup_s3_sse": "aws:kms"}, "backup_s3_sse 'aws:kms' needs backup_s3_sse_kms_key_id"),
     ({"backup_age_recipients": []}, "backup_encryption_enabled needs backup_age_recipients"),
+    # Point-in-time recovery: no key, plain HTTP, an IP address pgBackRest cannot verify, no retention.
+    ({"backup_pitr_enabled": True, "backup_pitr_cipher_pass": ""}, "backup_pitr_cipher_pass must be set from vault"),
+    ({"backup_pitr_enabled": True, "backup_pitr_s3_endpoint_url": "http://backup-s3:8333"}, "backup_pitr_s3_endpoint_url must be an https:// URL"),
+    ({"backup_pitr_enabled": True, "backup_pitr_s3_endpoint_url": "https://10.0.0.5:8443"}, "names its host by IP address: use a DNS name"),
+    ({"backup_pitr_enabled": True, "backup_pitr_retention_full": 0}, "backup_pitr_retention_full and backup_pitr_retention_diff must be at least 1"),
+    ({"backup_pitr_enabled": True, "backup_pitr_full_schedule": "sundays"}, 'backup_pitr_full_schedule "sundays" is not a systemd calendar'),
 ])
 def test_bad_input_is_refused_before_anything_changes(ephemeral_dir, override, fragment):
     assert_role_rejects("backup", {**BASE, **override}, fragment, ephemeral_dir, hosts="backup")
