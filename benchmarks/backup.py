@@ -68,6 +68,22 @@ def build_database(psql, size_mb: int) -> int:
     return rows
 
 
+def bench_bucket(endpoint: str, key: str, secret: str):
+    """An S3 client of the benchmark's server, once bucket "bench" exists there (the server may still be starting)."""
+    import boto3
+    import botocore.config
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
+                      region_name="us-east-1", config=botocore.config.Config(s3={"addressing_style": "path"}))
+    for _ in range(60):
+        try:
+            s3.create_bucket(Bucket="bench")
+            break
+        except Exception:  # noqa: BLE001 - server still starting
+            time.sleep(1)
+    return s3
+
+
 def venv(work):
     """The program's own venv (its locked requirements), as the role builds it."""
     path = REPO / ".cache" / "bench-backup-venv"
@@ -116,17 +132,7 @@ def main():
         size = int(psql("SELECT pg_database_size('bench')"))
         print(f"database: {size / 2**20:.0f} MiB ({rows // 4} users, {rows} messages), built in {time.monotonic() - started:.0f} s")
 
-        import boto3
-        import botocore.config
-        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{S3_PORT}", aws_access_key_id=KEY,
-                          aws_secret_access_key=SECRET, region_name="us-east-1",
-                          config=botocore.config.Config(s3={"addressing_style": "path"}))
-        for _ in range(60):
-            try:
-                s3.create_bucket(Bucket="bench")
-                break
-            except Exception:  # noqa: BLE001 - server still starting
-                time.sleep(1)
+        s3 = bench_bucket(f"http://127.0.0.1:{S3_PORT}", KEY, SECRET)
 
         # The seed's way: compress to a file, then upload it.
         dump = work / "naive.dump.gz"

@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 
-from backup import PG_BIN, WEED, as_postgres, build_database, sh
+from backup import PG_BIN, WEED, as_postgres, bench_bucket, build_database, sh
 
 PORT, RESTORED_PORT, S3_PORT = 55433, 55434, 18443
 KEY, SECRET = "AKIDBENCHPITR", "bench-pitr-secret-key"
@@ -213,17 +213,7 @@ def main():
         size = int(psql("SELECT pg_database_size('bench')"))
         print(f"database: {size / 2**20:.0f} MiB ({rows} messages), built in {time.monotonic() - started:.0f} s")
 
-        import boto3
-        import botocore.config
-        s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:18334", aws_access_key_id=KEY,
-                          aws_secret_access_key=SECRET, region_name="us-east-1",
-                          config=botocore.config.Config(s3={"addressing_style": "path"}))
-        for _ in range(60):
-            try:
-                s3.create_bucket(Bucket="bench")
-                break
-            except Exception:  # noqa: BLE001 - server still starting
-                time.sleep(1)
+        bench_bucket("http://127.0.0.1:18334", KEY, SECRET)
         backrest(pgbackrest + ["stanza-create"])
         started = time.monotonic()
         backrest(pgbackrest + ["--type=full", "backup"])
