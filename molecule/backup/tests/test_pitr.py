@@ -58,6 +58,18 @@ def switch_wal(host) -> str:
 
 
 
+def moment_between_two_archived_rows(host, before: int, after: int) -> str:
+    """Write row `before`, note the time, write row `after` 3 s apart, wait until both are in S3."""
+    psql(host, f"INSERT INTO pitr_probe (id) VALUES ({before})")
+    time.sleep(1.5)
+    moment = psql(host, "SELECT now()")
+    time.sleep(1.5)
+    psql(host, f"INSERT INTO pitr_probe (id) VALUES ({after})")
+    segment = switch_wal(host)
+    wait_for(f"{segment} archived", lambda: archiver(host)["last_archived"] >= segment)
+    return moment
+
+
 def test_wal_is_archived_encrypted_with_a_full_backup_to_start_from(host):
     settings = psql(host, "SELECT current_setting('archive_mode') || ' ' || current_setting('archive_timeout')",
                     database="postgres")
@@ -78,13 +90,7 @@ def test_wal_is_archived_encrypted_with_a_full_backup_to_start_from(host):
 
 def test_a_point_in_time_restore_holds_exactly_the_rows_written_before_it(host):
     """Rows 1 and 2 a second apart; a restore to the time between them has row 1 and not row 2."""
-    psql(host, "INSERT INTO pitr_probe (id) VALUES (1)")
-    time.sleep(1.5)
-    target = psql(host, "SELECT now()")
-    time.sleep(1.5)
-    psql(host, "INSERT INTO pitr_probe (id) VALUES (2)")
-    segment = switch_wal(host)
-    wait_for(f"{segment} archived", lambda: archiver(host)["last_archived"] >= segment)
+    target = moment_between_two_archived_rows(host, 1, 2)
 
     version = psql(host, "SHOW server_version_num", database="postgres")[:2]
     binaries = f"/usr/lib/postgresql/{version}/bin"
@@ -170,13 +176,7 @@ def test_a_restore_the_repository_cannot_reach_is_refused_before_anything_change
 
 
 def test_the_live_cluster_is_restored_to_a_point_in_time_and_the_old_one_kept_aside(host):
-    psql(host, "INSERT INTO pitr_probe (id) VALUES (20)")
-    time.sleep(1.5)
-    target = psql(host, "SELECT now()")
-    time.sleep(1.5)
-    psql(host, "INSERT INTO pitr_probe (id) VALUES (21)")
-    segment = switch_wal(host)
-    wait_for(f"{segment} archived", lambda: archiver(host)["last_archived"] >= segment)
+    target = moment_between_two_archived_rows(host, 20, 21)
 
     result = restore_play("-e", "backup_restore_confirm_overwrite=true", "-e", f"backup_restore_time='{target}'")
     assert result.returncode == 0, result.stdout[-3000:]
