@@ -187,8 +187,8 @@ KEY = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHlCt1pbZ0QOkt3oQcp0zGO8NnIzNTq5XtFx
 
 
 @pytest.mark.parametrize(("role_vars", "fragment"), [
-    ({"base_ssh_allow_cidrs": ["10.0.0.0/33"]}, 'base_ssh_allow_cidrs entry "10.0.0.0/33" is not a network'),
-    ({"base_ssh_allow_cidrs": ["office"]}, 'base_ssh_allow_cidrs entry "office" is not a network'),
+    ({"base_ssh_allow_cidrs": ["10.0.0.0/33"]}, 'base_ssh_allow_cidrs entry "10.0.0.0/33" is neither a network'),
+    ({"base_ssh_allow_cidrs": ["office"]}, 'base_ssh_allow_cidrs entry "office" is neither a network'),
     ({"base_ssh_port": 70000}, "base_ssh_port must be between 1 and 65535, got 70000"),
     ({"base_admin_users": []}, "Lockout guard: base_ssh_password_authentication is false"),
     ({"base_admin_users": [{"name": "alice", "authorized_keys": []}]}, 'base_admin_users entry "alice" has no authorized_keys'),

@@ -1,0 +1,205 @@
+"""A balancer, two app hosts and a database host converged by site.yml: traffic between hosts is
+encrypted and verified, the app ports answer the balancer alone, deploys roll host by host under
+load without a failed request, and a wrong topology stops before anything changes."""
+from __future__ import annotations
+
+import json
+import pathlib
+import shlex
+import textwrap
+
+import pytest
+import requests
+import testinfra
+import urllib3
+
+from conftest import assert_no_secret_in, molecule_path, play_recap, run_playbook
+from traffic import Traffic
+
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the balancer's certificate is self-signed
+LB, APP1, APP2, DB = "multi-lb", "multi-app1", "multi-app2", "multi-db"
+ADDRESS = {LB: "10.213.7.10", APP1: "10.213.7.11", APP2: "10.213.7.12", DB: "10.213.7.20"}
+SITE = "bot.multi.test"
+BASE_URL = f"https://{ADDRESS[LB]}"
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+CA = "/etc/botstack-pki/ca.crt"
+VENV_PYTHON = "/opt/botstack/current/.venv/bin/python"
+
+
+def on(name: str):
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=str(molecule_path("MOLECULE_INVENTORY_FILE")))
+
+
+def get(path: str, **kwargs):
+    return requests.get(BASE_URL + path, headers={"Host": SITE}, verify=False, timeout=15, **kwargs)
+
+
+def output(result) -> str:
+    return result.stdout + result.stderr
+
+
+def app_python(host, code: str, **env: str):
+    """Run Python from the live release's venv on an app host, as the app user."""
+    exports = " ".join(f"{k}={v}" for k, v in env.items())
+    return host.run(f"cd /tmp && runuser -u botstack -- env -i PATH=/usr/bin:/bin HOME=/nonexistent {exports} "
+                    f"{VENV_PYTHON} -c {shlex.quote(textwrap.dedent(code))}")
+
+
+def live_ports(host) -> list[str]:
+    """Ports the app listens on now (the live slot's, on the host's private address)."""
+    out = host.check_output("ss -Htln")
+    return sorted({line.split()[3].rsplit(":", 1)[1] for line in out.splitlines()
+                   if line.split()[3].startswith(ADDRESS[host.backend.host] + ":")})
+
+
+# --- end to end ------------------------------------------------------------------------
+
+def test_the_balancer_serves_the_app_healthy_from_both_app_hosts():
+    answer = get("/health")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["checks"]["database"]["status"] == "ok"
+    assert answer.json()["checks"]["redis"]["status"] == "ok"
+    lb = on(LB)
+    for app in (APP1, APP2):
+        ports = live_ports(on(app))
+        assert ports, f"nothing listens on {app}'s private address"
+        body = lb.check_output(f"curl -fsS --max-time 5 http://{ADDRESS[app]}:{ports[0]}/health")
+        assert json.loads(body)["status"] == "healthy", body
+
+
+def test_the_scheduler_runs_on_one_host_only():
+    def schedulers(name):
+        return on(name).run("systemctl list-units --plain --no-legend --state=active 'botstack-scheduler@*'").stdout.strip()
+    assert schedulers(APP1), "no scheduler on the scheduler host"
+    assert not schedulers(APP2), schedulers(APP2)
+
+
+# --- PostgreSQL over verified TLS -------------------------------------------------------
+
+def test_the_app_reaches_postgresql_over_tls_only():
+    db = on(DB)
+    rows = db.check_output(
+        "runuser -u postgres -- psql -Atc \"select a.client_addr, s.ssl, s.version from pg_stat_activity a "
+        "join pg_stat_ssl s using (pid) where a.usename = 'bot' and a.client_addr is not null\"").splitlines()
+    assert rows, "no app connection to PostgreSQL"
+    clients = {row.split("|")[0] for row in rows}
+    assert clients <= {ADDRESS[APP1], ADDRESS[APP2]} and len(clients) == 2, rows
+    assert all(row.split("|")[1] == "t" and row.split("|")[2] in ("TLSv1.2", "TLSv1.3") for row in rows), rows
+
+
+def test_postgresql_refuses_plaintext_and_a_certificate_it_cannot_verify():
+    app = on(APP1)
+    connect = """
+        import asyncio, asyncpg, os
+        async def main():
+            c = await asyncpg.connect(host="multi-db", user="bot", database="botstack",
+                                      password=os.environ["PW"], ssl={ssl!r})
+            print("connected", await c.fetchval("select ssl from pg_stat_ssl where pid = pg_backend_pid()"))
+        asyncio.run(main())
+    """
+    password = "db-Secret-91c0e7"
+    plain = app_python(app, connect.format(ssl="disable"), PW=password)
+    assert plain.rc != 0 and "no encryption" in plain.stderr, plain.stderr[-800:]
+    # verify-full without the private CA: the server's certificate is not trusted.
+    untrusted = app_python(app, connect.format(ssl="verify-full"), PW=password)
+    assert untrusted.rc != 0, untrusted.stdout
+    assert "certificate" in untrusted.stderr.lower() or "root" in untrusted.stderr.lower(), untrusted.stderr[-800:]
+    verified = app_python(app, connect.format(ssl="verify-full"), PW=password, PGSSLROOTCERT=CA)
+    assert verified.rc == 0 and "connected True" in verified.stdout, verified.stderr[-800:]
+
+
+def test_the_postgresql_certificate_names_the_host_and_comes_from_the_private_ca():
+    app = on(APP1)
+    out = app.run(f"openssl s_client -starttls postgres -connect multi-db:5432 -CAfile {CA} -verify_hostname multi-db "
+                  "-verify_return_error </dev/null 2>&1")
+    assert "Verify return code: 0 (ok)" in out.stdout, out.stdout[-1500:]
+    wrong = app.run(f"openssl s_client -starttls postgres -connect multi-db:5432 -CAfile {CA} -verify_hostname other-db "
+                    "-verify_return_error </dev/null 2>&1")
+    assert "Verify return code: 0 (ok)" not in wrong.stdout, wrong.stdout[-1500:]
+
+
+# --- Redis over verified TLS ---------------------------------------------------------
+
+def test_the_app_reaches_redis_over_tls_and_plain_redis_is_closed_to_the_network():
+    db = on(DB)
+    tls_peers = db.check_output("ss -Htn state established '( sport = :6380 )'")
+    plain_peers = db.check_output("ss -Htn state established '( sport = :6379 )'")
+    for app in (APP1, APP2):
+        assert ADDRESS[app] + ":" in tls_peers, f"{app} holds no TLS connection to Redis:\n{tls_peers}"
+        assert ADDRESS[app] + ":" not in plain_peers, plain_peers
+    app = on(APP1)
+    plain = app.run("timeout 5 bash -c '</dev/tcp/multi-db/6379'")
+    assert plain.rc != 0, "plain Redis answers the app host"
+    verified = app.run(f"openssl s_client -connect multi-db:6380 -CAfile {CA} -verify_hostname multi-db "
+                       "-verify_return_error </dev/null 2>&1")
+    assert "Verify return code: 0 (ok)" in verified.stdout, verified.stdout[-1500:]
+    untrusted = app.run("openssl s_client -connect multi-db:6380 -verify_hostname multi-db -verify_return_error "
+                        "</dev/null 2>&1")
+    assert "Verify return code: 0 (ok)" not in untrusted.stdout, untrusted.stdout[-1500:]
+
+
+def test_redis_refuses_the_app_user_over_tls_without_the_password():
+    wrong = app_python(on(APP1), """
+        import redis
+        r = redis.Redis.from_url("rediss://bot:wrong-password@multi-db:6380/0?ssl_ca_certs=/etc/botstack-pki/ca.crt")
+        r.ping()
+    """)
+    assert wrong.rc != 0 and ("WRONGPASS" in wrong.stderr or "invalid username-password" in wrong.stderr), \
+        wrong.stderr[-800:]
+
+
+# --- app ports: the balancer alone ------------------------------------------------------
+
+def test_the_app_ports_answer_the_balancer_and_nobody_else():
+    db = on(DB)
+    for app in (APP1, APP2):
+        for port in live_ports(on(app)):
+            refused = db.run(f"curl -sS --max-time 4 -o /dev/null http://{ADDRESS[app]}:{port}/health")
+            assert refused.rc != 0, f"{app}:{port} answers the database host"
+    rules = on(APP1).check_output("ufw status")
+    assert "10.213.7.10" in rules and "botstack-app" in rules, rules
+
+
+# --- a rolling deploy under load -------------------------------------------------------
+
+def test_a_rolling_deploy_under_load_loses_no_request_and_both_hosts_run_the_new_release():
+    with Traffic(BASE_URL, SITE, rate=20, slow_every=1, slow_seconds=2) as traffic:
+        result = run_playbook(ROOT / "playbooks" / "deploy.yml", "-e", "deploy_version=v2")
+    assert result.returncode == 0, output(result)[-5000:]
+    assert_no_secret_in(output(result), "deploy.yml")
+    assert traffic.report.failed == 0, traffic.report.summary()
+    # Host by host: while one host switched, the other served the old release.
+    assert output(result).count("PLAY [Deploy a release with a blue/green switch]") == 2, "not one host at a time"
+    assert {"1.0.0", "2.0.0"} <= set(traffic.report.versions), traffic.report.summary()
+    lb = on(LB)
+    for app in (APP1, APP2):
+        port = live_ports(on(app))[0]
+        body = json.loads(lb.check_output(f"curl -fsS --max-time 5 http://{ADDRESS[app]}:{port}/health"))
+        assert body["version"] == "2.0.0", (app, body)
+
+
+# --- bad input: before anything changes -------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["-e", "app_bind_address=127.0.0.1"], "set app_bind_address"),
+    (["-e", '{"app_env": {"DATABASE_URL": "postgresql+asyncpg://bot:pw@127.0.0.1:5432/botstack"}}'],
+     "app_env DATABASE_URL point at localhost"),
+    (["-e", "vault_db_bot_password=CHANGE-ME-db-password"], "vault_db_bot_password"),
+    (["-e", '{"app_firewall_sources": []}'], "app_firewall_sources"),
+], ids=["loopback-behind-a-remote-balancer", "database-on-localhost", "example-secret", "no-firewall-source"])
+def test_a_wrong_topology_stops_in_the_preflight_with_nothing_changed(args, message):
+    result = run_playbook(ROOT / "site.yml", *args)
+    assert result.returncode != 0
+    assert message in output(result), output(result)[-3000:]
+    assert "TASK [botstack.deploy.base" not in result.stdout, "the run went past the preflight"
+    assert all(c["changed"] == 0 for c in play_recap(result.stdout).values()), result.stdout[-3000:]
+    assert_no_secret_in(output(result), "site.yml with bad input")
+
+
+def test_two_scheduler_hosts_stop_the_run_before_anything_changes(tmp_path):
+    extra = tmp_path / "two-schedulers.yml"
+    extra.write_text("all:\n  children:\n    scheduler:\n      hosts:\n        multi-app2:\n")
+    result = run_playbook(ROOT / "site.yml", "-i", str(extra))
+    assert result.returncode != 0
+    assert "exactly one host per environment may run the scheduler" in output(result), output(result)[-3000:]
+    assert all(c["changed"] == 0 for c in play_recap(result.stdout).values()), result.stdout[-3000:]
