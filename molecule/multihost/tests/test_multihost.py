@@ -16,7 +16,7 @@ import urllib3
 from conftest import assert_no_secret_in, molecule_path, play_recap, run_playbook
 from traffic import Traffic
 
-urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the balancer's certificate is self-signed
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the request loop skips the Pebble chain
 LB, APP1, APP2, DB = "multi-lb", "multi-app1", "multi-app2", "multi-db"
 ADDRESS = {LB: "10.213.7.10", APP1: "10.213.7.11", APP2: "10.213.7.12", DB: "10.213.7.20"}
 SITE = "bot.multi.test"
@@ -65,6 +65,26 @@ def test_the_balancer_serves_the_app_healthy_from_both_app_hosts():
         assert ports, f"nothing listens on {app}'s private address"
         body = lb.check_output(f"curl -fsS --max-time 5 http://{ADDRESS[app]}:{ports[0]}/health")
         assert json.loads(body)["status"] == "healthy", body
+
+
+def test_the_site_certificate_comes_from_the_acme_server_and_verifies():
+    lb = on(LB)
+    lb.check_output("curl -sS --cacert /etc/pebble/ca.crt https://127.0.0.1:15000/roots/0 > /tmp/pebble-roots.pem")
+    body = lb.check_output("curl -sS --fail --cacert /tmp/pebble-roots.pem --resolve bot.multi.test:443:127.0.0.1 "
+                           "https://bot.multi.test/health")
+    assert json.loads(body)["status"] == "healthy", body
+    issuer = lb.check_output("openssl s_client -connect 127.0.0.1:443 -servername bot.multi.test </dev/null 2>/dev/null "
+                             "| openssl x509 -noout -issuer")
+    assert "Pebble" in issuer, issuer
+
+
+def test_the_balancer_lists_each_app_host_at_its_live_port_and_nothing_else():
+    lb = on(LB)
+    entries = lb.check_output("cd /etc/nginx/botstack/upstream-botstack.d && grep -H server *.conf").splitlines()
+    assert sorted(line.split(".conf:")[0] for line in entries) == [APP1, APP2], entries
+    for line in entries:
+        name = line.split(".conf:")[0]
+        assert f"server {ADDRESS[name]}:{live_ports(on(name))[0]}" in line, (line, live_ports(on(name)))
 
 
 def test_the_scheduler_runs_on_one_host_only():
