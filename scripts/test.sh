@@ -25,7 +25,8 @@ lane2=(molecule:python molecule:postgresql molecule:nginx molecule:backup molecu
 stage_lint() {
   yamllint --strict . &&
   ansible-lint --profile production --offline &&
-  python scripts/role-docs.py --check
+  python scripts/role-docs.py --check &&
+  python scripts/job-templates.py --check
 }
 
 stage_syntax() {
