@@ -14,13 +14,13 @@ mkdir -p "$logs"
 rm -f "$logs"/.failed "$logs"/.results
 
 # Scenario order for `make molecule`: fastest and most foundational first, so failures come early.
-default_scenarios=(modules python_system python redis nginx postgresql backup base deploy multihost)
+default_scenarios=(modules python_system python redis nginx postgresql backup base deploy multihost ee)
 read -r -a scenarios <<< "${SCENARIOS:-${default_scenarios[*]}}"
 # `make test`: two lanes of about equal length (serial seconds in docs/testing.md), each still
 # foundational first. The static stages lead lane 1 so a lint error stops everything early.
-lane1=(lint syntax unit sanity build molecule:modules molecule:python_system molecule:redis molecule:deploy
-       molecule:multihost)
-lane2=(molecule:python molecule:postgresql molecule:nginx molecule:backup molecule:base)
+lane1=(lint syntax unit sanity build molecule:modules molecule:python_system molecule:redis molecule:base
+       molecule:deploy molecule:multihost)
+lane2=(molecule:python molecule:postgresql molecule:nginx molecule:backup molecule:ee)
 
 stage_lint() {
   yamllint --strict . &&

@@ -41,7 +41,13 @@ def vault_values() -> list[str]:
 
 def test_the_site_job_left_the_bot_serving_through_nginx(host):
     assert health(host)["status"] == "healthy"
-    assert host.service("botstack.target").is_running
+    # The live slot runs the web process, the worker and the singleton; the other slot runs nothing.
+    live = host.check_output("readlink /opt/botstack/current").rsplit("/", 1)[-1]
+    processes = {"botstack-api", "botstack-worker", "botstack-scheduler"}
+    running = host.check_output("systemctl list-units --state=active --no-legend --plain 'botstack-*@*.service'")
+    units = sorted(unit for unit in (line.split()[0] for line in running.splitlines()) if unit.split("@")[0] in processes)
+    assert {unit.split("@")[0] for unit in units} == processes, units
+    assert all(unit.split("@")[1].startswith(live) for unit in units), (live, units)
 
 
 def test_the_site_job_ran_with_the_collections_of_the_image():
