@@ -6,7 +6,10 @@ metrics and Alertmanager posts to the receiver there.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import signal
+import subprocess
 import time
 
 import pytest
@@ -188,5 +191,79 @@ def test_the_live_cluster_is_restored_to_a_point_in_time_and_the_old_one_kept_as
     assert len(aside) == 1 and host.file(f"{aside[0]}/PG_VERSION").exists, aside
     assert not host.file("/var/lib/botstack-backup/pitr-restore-aside").exists
     # The restored cluster archives on its new timeline.
+    host.check_output("runuser -u postgres -- pgbackrest --stanza=%s --log-level-console=error check", STANZA)
+    host.run("rm -rf %s", aside[0])
+
+
+def test_a_lost_database_host_is_rebuilt_from_the_archive_to_a_point_in_time(host):
+    """The database host dies after a write. A new host under its name (an empty cluster: another system
+    identifier) refuses to archive into the lost one's repository, then is restored: to the end of the archive
+    (the last write is back), then to a time between two writes."""
+    target = moment_between_two_archived_rows(host, 40, 41)
+    # The last write before the host dies: no WAL switch, archive_timeout (60 s) alone sends it to S3.
+    psql(host, "INSERT INTO pitr_probe (id) VALUES (42)")
+    written = time.monotonic()
+    current = psql(host, "SELECT pg_walfile_name(pg_current_wal_lsn())", database="postgres")
+    wait_for(f"{current} archived without a WAL switch", lambda: archiver(host)["last_archived"] >= current,
+             timeout=150)
+    assert time.monotonic() - written <= 60 + 15, "a write waited longer than archive_timeout to reach S3"
+    # The host dies (every process of the cluster killed) and is rebuilt: a new cluster, no configuration
+    # left (pg_dropcluster keeps the files it did not create, such as conf.d).
+    host.check_output("pkill -KILL -u postgres; sleep 1; rm -f /var/lib/postgresql/15/main/postmaster.pid")
+    host.check_output("pg_dropcluster 15 main && rm -rf /etc/postgresql/15/main "
+                      "&& pg_createcluster 15 main --start >/dev/null")
+    before = info(host)
+    converge = pathlib.Path(__file__).resolve().parents[1] / "converge.yml"
+
+    refused = run_playbook(converge, "-l", "backup-db")
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0, output[-3000:]
+    assert "holds the archive of another cluster" in output and "playbooks/restore.yml" in output, output[-3000:]
+    assert_no_secret_in(output, "the converge of a new database host")
+    assert psql(host, "SHOW archive_mode", database="postgres") == "off"
+    assert info(host)["archive"] == before["archive"], "the new cluster archived into the lost one's repository"
+
+    # The end of the archive: the last write before the host died is back.
+    restored = restore_play("-e", "backup_restore_confirm_overwrite=true")
+    assert restored.returncode == 0, restored.stdout[-3000:]
+    assert_no_secret_in(restored.stdout + restored.stderr, "the restore onto a new database host")
+    rows = psql(host, "SELECT string_agg(id::text, ',' ORDER BY id) FROM pitr_probe WHERE id >= 20")
+    assert rows == "20,40,41,42", rows
+    # A time between two writes: exactly the first.
+    restored = restore_play("-e", "backup_restore_confirm_overwrite=true", "-e", f"backup_restore_time='{target}'")
+    assert restored.returncode == 0, restored.stdout[-3000:]
+    rows = psql(host, "SELECT string_agg(id::text, ',' ORDER BY id) FROM pitr_probe WHERE id >= 20")
+    assert rows == "20,40", f"restored to {target}: rows {rows}"
+    host.run("rm -rf /var/lib/postgresql/15/main.replaced-*")
+
+    again = run_playbook(converge, "-l", "backup-db")
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert psql(host, "SHOW archive_mode", database="postgres") == "on"
+    host.check_output("runuser -u postgres -- pgbackrest --stanza=%s --log-level-console=error check", STANZA)
+
+
+def test_a_restore_killed_half_way_is_finished_by_the_next_run(host):
+    """The retry of an operator (or AWX) after a timeout: killed once the live data went aside, run again."""
+    psql(host, "INSERT INTO pitr_probe (id) VALUES (50)")
+    segment = switch_wal(host)
+    wait_for(f"{segment} archived", lambda: archiver(host)["last_archived"] >= segment)
+    argv = ["ansible-playbook", "-i", str(molecule_path("MOLECULE_INVENTORY_FILE")), str(PLAYBOOKS / "restore.yml"),
+            "-l", "backup-db", "-e", "backup_restore_kind=pitr", "-e", "backup_restore_confirm_overwrite=true"]
+    killed = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for("the live data moved aside", lambda: host.run("ls -d /var/lib/postgresql/15/main.replaced-*").rc == 0,
+                 timeout=180, every=0.3)
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+
+    result = restore_play("-e", "backup_restore_confirm_overwrite=true")
+    assert result.returncode == 0, result.stdout[-3000:]
+    rows = psql(host, "SELECT string_agg(id::text, ',' ORDER BY id) FROM pitr_probe WHERE id >= 20")
+    assert rows == "20,40,50", rows
+    # One aside directory, the one the killed run chose, holding the cluster it replaced.
+    aside = host.check_output("ls -d /var/lib/postgresql/15/main.replaced-*").split()
+    assert len(aside) == 1 and host.file(f"{aside[0]}/PG_VERSION").exists, aside
+    assert not host.file("/var/lib/botstack-backup/pitr-restore-aside").exists
     host.check_output("runuser -u postgres -- pgbackrest --stanza=%s --log-level-console=error check", STANZA)
     host.run("rm -rf %s", aside[0])
