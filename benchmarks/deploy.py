@@ -8,6 +8,8 @@ are always in flight at a switch):
   deps changed   v1 -> v2: a new dependency (a new venv) and a new column (a migration)
   code only      v2 -> v3: the same lock file (the venv is reused)
   rollback       v3 -> v2 (playbooks/rollback.yml)
+  kept running   v2 -> v3 again with deploy_keep_previous_running=true (v2's web processes stay up),
+                 then the rollback to v2, which gates them instead of starting new ones
   broken         v3-crash: the API crash-loops at import; the play must fail, v2 keep serving
   seed           the same app on the same host run the seed way: systemctl stop, git checkout,
                  pip install -r, systemctl start (one shell script, the loop on its own port)
@@ -16,7 +18,7 @@ are always in flight at a switch):
 
 Prints a table; asserts nothing.
 
-    .venv/bin/python benchmarks/deploy.py [--kill-trials 20] [--mitogen] [--keep]
+    .venv/bin/python benchmarks/deploy.py [--kill-trials 20] [--mitogen] [--keep] [--quick] [--profile]
 """
 from __future__ import annotations
 
@@ -92,11 +94,21 @@ def playbook(base: list[str], extra_env: dict, name: str, *args: str) -> list[st
     return ["env", *(f"{k}={v}" for k, v in extra_env.items()), *base, str(ROOT / "playbooks" / name), *args]
 
 
+PROFILE = False  # --profile: print each playbook's slowest tasks (ansible.posix.profile_tasks)
+
+
 def measure(label: str, argv: list[str], url: str, host_header: str = SITE) -> dict:
+    run_env = env()
+    if PROFILE and argv[0] == "env":
+        run_env.update(ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks", PROFILE_TASKS_TASK_OUTPUT_LIMIT="12")
     started = time.monotonic()
     with Traffic(url, host_header, rate=20, slow_every=1, slow_seconds=3) as traffic:
-        result = subprocess.run(argv, capture_output=True, text=True, env=env(), cwd=ROOT, check=False)
+        result = subprocess.run(argv, capture_output=True, text=True, env=run_env, cwd=ROOT, check=False)
         elapsed = time.monotonic() - started
+    if PROFILE and argv[0] == "env":
+        tail = result.stdout[result.stdout.rfind("=" * 20):] if "=" * 20 in result.stdout else result.stdout[-1500:]
+        tasks = len([line for line in result.stdout.splitlines() if line.startswith("TASK [")])
+        print(f"[bench] {label}: {tasks} tasks; slowest:\n{tail.strip()}", flush=True)
     report = traffic.report
     row = {"case": label, "seconds": round(elapsed, 1), "requests": report.total, "failed": report.failed,
            "outcome": "ok" if result.returncode == 0 else "reported a failure",
@@ -165,7 +177,12 @@ def main() -> int:
     parser.add_argument("--mitogen", action="store_true", help="run the playbooks with Mitogen's strategy")
     parser.add_argument("--keep", action="store_true", help="leave the host up afterwards")
     parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument("--quick", action="store_true", help="the releases only: no seed procedure, no kill trials")
+    parser.add_argument("--profile", action="store_true", help="print each release's slowest tasks")
     args = parser.parse_args()
+    global PROFILE
+    PROFILE = args.profile
+    keep = json.dumps({"deploy_keep_previous_running": True})
     base, extra_env = prepare(args.mitogen)
     ip = address()
     url = f"https://{ip}"
@@ -175,12 +192,17 @@ def main() -> int:
         measure("deps changed", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v2"), url),
         measure("code only", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3"), url),
         measure("rollback", playbook(base, extra_env, "rollback.yml"), url),
+        # v3 was rolled back from (marked failed), so it goes out again with deploy_force.
+        measure("code only, previous kept running",
+                playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3", "-e", "deploy_force=true", "-e", keep), url),
+        measure("rollback to the kept slot", playbook(base, extra_env, "rollback.yml", "-e", keep), url),
         measure("broken", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3-crash"), url),
         measure("no-op (same version)", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v2"), url),
     ]
-    prepare_seed(ssh_target)
-    rows.append(measure("seed", seed_deploy(ssh_target, "v3"), f"http://{ip}:{SEED_PORT}", ""))
-    rows.append(kill_trials(base, extra_env, url, args.kill_trials, random.Random(args.seed)))
+    if not args.quick:
+        prepare_seed(ssh_target)
+        rows.append(measure("seed", seed_deploy(ssh_target, "v3"), f"http://{ip}:{SEED_PORT}", ""))
+        rows.append(kill_trials(base, extra_env, url, args.kill_trials, random.Random(args.seed)))
     connection = "ssh + mitogen" if args.mitogen else "ssh (ControlPersist, pipelining)"
     print(f"\nReleases under 20 req/s through nginx over TLS (seed: its own port), {connection}, one Debian 12 "
           f"container, 2 cores\n")

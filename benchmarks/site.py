@@ -7,13 +7,18 @@ host that is up), the demo inventory (hardening, PostgreSQL, Redis, Debian's Pyt
 platform v1, nginx with TLS, Prometheus + Alertmanager), run twice. The issue's targets on a 2-core
 machine: cold <= 6 min (no CPython compile here: Debian's python3), re-run <= 60 s with 0 changed.
 
+The re-run is also measured as production runs it, over SSH (the demo admin user, sudo, ControlPersist,
+pipelining), and with `--mitogen` over SSH with Mitogen's strategy (the accelerator the issue names; installed
+from PyPI into .cache/mitogen, not a dependency of the collection).
+
 Prints figures; asserts nothing.
 
-    .venv/bin/python benchmarks/site.py [--top 12] [--keep]
+    .venv/bin/python benchmarks/site.py [--top 12] [--keep] [--mitogen]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import re
@@ -61,12 +66,29 @@ def fresh_host() -> None:
        "'[Service]\\nProtectProc=default\\n' > /etc/systemd/system/redis-server.service.d/10-container.conf")
 
 
-def converge(label: str) -> dict:
+def over_ssh() -> list[str]:
+    address = sh("docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", HOST).stdout.strip()
+    return ["-e", json.dumps({
+        "ansible_connection": "ssh", "ansible_host": address, "ansible_user": "demo",
+        "ansible_ssh_private_key_file": str(WORK / "demo_ed25519"),
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes "
+                                   "-o ControlMaster=auto -o ControlPersist=120s"})]
+
+
+def mitogen() -> dict:
+    target = ROOT / ".cache" / "mitogen"
+    if not (target / "ansible_mitogen").exists():
+        sh(sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target), "mitogen==0.3.54")
+    return {"ANSIBLE_STRATEGY_PLUGINS": str(target / "ansible_mitogen" / "plugins" / "strategy"),
+            "ANSIBLE_STRATEGY": "mitogen_linear", "PYTHONPATH": str(target)}
+
+
+def converge(label: str, extra: list[str] | None = None, extra_env: dict | None = None) -> dict:
     started = time.monotonic()
     result = sh("ansible-playbook", "-i", "inventories/demo", "--vault-password-file",
-                "inventories/demo/vault-password.txt", "site.yml", check=False,
+                "inventories/demo/vault-password.txt", "site.yml", *(extra or []), check=False,
                 env=env(ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks", PROFILE_TASKS_TASK_OUTPUT_LIMIT="all",
-                        PROFILE_TASKS_SORT_ORDER="descending"))
+                        PROFILE_TASKS_SORT_ORDER="descending", **(extra_env or {})))
     seconds = time.monotonic() - started
     log = WORK / f"bench-site-{label}.log"
     log.write_text(result.stdout + result.stderr)
@@ -86,21 +108,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--top", type=int, default=12, help="slowest tasks to print per run")
     parser.add_argument("--keep", action="store_true", help="leave the demo host up")
+    parser.add_argument("--mitogen", action="store_true", help="also re-run over SSH with Mitogen's strategy")
     args = parser.parse_args()
     fresh_host()
     runs = {}
-    for label in ("cold", "re-run"):
+    plan = [("cold", None, None), ("re-run", None, None), ("re-run over ssh", over_ssh(), None)]
+    if args.mitogen:
+        plan.append(("re-run over ssh + mitogen", over_ssh(), mitogen()))
+    for label, extra, extra_env in plan:
         print(f"[bench] site.yml, {label}", flush=True)
-        runs[label] = converge(label)
+        runs[label] = converge(label.replace(" ", "-").replace("+", ""), extra, extra_env)
     if not args.keep:
         sh("molecule", "destroy", "-s", "demo", check=False)
 
     print("\n| run | wall | tasks ok | changed | sum of task times | target |")
     print("|---|---|---|---|---|---|")
-    targets = {"cold": "<= 360 s", "re-run": "<= 60 s, 0 changed"}
     for label, run in runs.items():
         total = sum(s for s, _ in run["tasks"])
-        print(f"| {label} | {run['seconds']:.1f} s | {run['ok']} | {run['changed']} | {total:.1f} s | {targets[label]} |")
+        target = "<= 360 s" if label == "cold" else "<= 60 s, 0 changed"
+        print(f"| {label} | {run['seconds']:.1f} s | {run['ok']} | {run['changed']} | {total:.1f} s | {target} |")
     for label, run in runs.items():
         print(f"\nslowest tasks, {label}:")
         for seconds, name in run["tasks"][:args.top]:

@@ -67,6 +67,12 @@ options:
     type: list
     elements: str
     default: []
+  fresh_since:
+    description:
+      - A UTC time (ISO 8601, e.g. C(2026-11-23T10:00:00.000000Z)). Units of I(restarted) that are running and were
+        started at or after it are left running, as they already run what they must. The deploy passes the time the
+        slot was assigned its release, so a rollback to a slot whose processes were kept running reuses them.
+    type: str
   settle:
     description:
       - After starting, check this many times (every I(settle_interval) seconds) that every unit of I(started) is
@@ -133,6 +139,11 @@ actions:
   type: list
   elements: str
   sample: ["systemctl stop botstack-api@blue.service", "systemctl start botstack-api@green.service"]
+fresh:
+  description: Units of I(restarted) left running because they started after I(fresh_since).
+  returned: always
+  type: list
+  elements: str
 drained:
   description: Seconds spent draining, and the connections still open when the drain ended.
   returned: when units with I(drain) ports were stopped
@@ -140,6 +151,7 @@ drained:
   sample: {"seconds": 1.5, "remaining": []}
 """
 
+import datetime
 import fnmatch
 import time
 
@@ -163,6 +175,33 @@ def _running_matching(module, pattern):
     if rc != 0:
         module.fail_json(msg="systemctl list-units %s failed: %s" % (pattern, (err or out).strip()))
     return [line.split()[0] for line in out.splitlines() if line.split() and fnmatch.fnmatch(line.split()[0], pattern)]
+
+
+def _parse_utc(module, text):
+    for layout in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            moment = datetime.datetime.strptime(text, layout).replace(tzinfo=datetime.timezone.utc)
+            return moment.timestamp()
+        except ValueError:
+            pass
+    module.fail_json(msg="fresh_since must be a UTC time such as 2026-11-23T10:00:00.000000Z, got %r" % text)
+
+
+def _started_at(state):
+    """Wall-clock time the unit's current run started (systemd records it on the monotonic clock), or None."""
+    try:
+        since_boot = int(state.get("InactiveExitTimestampMonotonic") or 0) / 1e6
+    except ValueError:
+        return None
+    if not since_boot:
+        return None
+    return time.time() - (time.monotonic() - since_boot)
+
+
+def _fresh(state, since):
+    started = _started_at(state)
+    return (state.get("ActiveState") == "active" and state.get("SubState") == "running"
+            and started is not None and started >= since)
 
 
 def _drain(module, ports, timeout):
@@ -208,6 +247,7 @@ def main():
             drain_timeout=dict(type="float", default=60),
             started=dict(type="list", elements="str", default=[]),
             restarted=dict(type="list", elements="str", default=[]),
+            fresh_since=dict(type="str"),
             settle=dict(type="int", default=0),
             settle_interval=dict(type="float", default=0.5),
             enabled=dict(type="list", elements="str", default=[]),
@@ -242,16 +282,23 @@ def main():
         module.fail_json(msg="no such unit: %s (is the app role applied, and the unit name right?)" % ", ".join(missing),
                          units=states)
 
-    to_stop = [u for u in list(dict.fromkeys(p["stopped"] + stray + p["restarted"]))
+    restarted = p["restarted"]
+    if p["fresh_since"] and restarted:
+        since = _parse_utc(module, p["fresh_since"])
+        result_fresh = [u for u in restarted if _fresh(states[u], since)]
+        restarted = [u for u in restarted if u not in result_fresh]
+    else:
+        result_fresh = []
+    to_stop = [u for u in list(dict.fromkeys(p["stopped"] + stray + restarted))
                if states[u].get("ActiveState") in _RUNNING]
-    to_start = list(dict.fromkeys(p["restarted"] + [u for u in p["started"] if states[u].get("ActiveState") != "active"]))
+    to_start = list(dict.fromkeys(restarted + [u for u in p["started"] if states[u].get("ActiveState") != "active"]))
     to_disable = [u for u in p["disabled"] if states[u].get("UnitFileState") in _ENABLED]
     to_enable = [u for u in p["enabled"] if states[u].get("UnitFileState") not in _ENABLED]
     drain_ports = sorted(set(int(port) for u in to_stop for port in (p["drain"].get(u) or [])))
     plan = []
     if to_stop:
         # Units restarted here must be gone before they start again: never --no-block for them.
-        no_block = p["no_block"] and not set(to_stop) & set(p["restarted"])
+        no_block = p["no_block"] and not set(to_stop) & set(restarted)
         plan.append(["systemctl", "stop"] + (["--no-block"] if no_block else []) + ["--"] + to_stop)
     if to_start:
         # A deliberate start clears the unit's failed state and its start-rate counter, so rapid
@@ -263,7 +310,7 @@ def main():
     if to_enable:
         plan.append(["systemctl", "enable", "--quiet", "--"] + to_enable)
 
-    result = dict(changed=bool(plan), units=states, actions=[" ".join(a) for a in actions + plan])
+    result = dict(changed=bool(plan), units=states, actions=[" ".join(a) for a in actions + plan], fresh=result_fresh)
     if not module.check_mode:
         for argv in plan:
             if argv[1] == "stop" and drain_ports:

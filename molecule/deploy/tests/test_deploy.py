@@ -269,6 +269,27 @@ def test_a_changed_environment_rolls_out_through_the_same_switch(host, base_url)
     assert_ok(deploy("-e", "deploy_version=v2"))
 
 
+def test_a_rollback_to_a_slot_kept_running_reuses_its_web_processes(host, base_url):
+    """deploy_keep_previous_running: the rollback gates the kept processes instead of starting new ones."""
+    keep = {"deploy_keep_previous_running": True}
+    v2_slot = releases()["current_slot"]
+    assert_ok(deploy("-e", json.dumps({**keep, "deploy_version": "v3"})))
+    info = releases()
+    assert info["current"].startswith("v3-") and info["current_slot"] != v2_slot
+    kept_pid = host.check_output(f"systemctl show -p MainPID --value botstack-api@{v2_slot}.service")
+    assert kept_pid != "0" and f"botstack-worker@{v2_slot}.service" not in running_units(host)
+    with Traffic(base_url, SITE, rate=20, slow_every=1) as traffic:
+        result = deploy("-e", json.dumps(keep), playbook="rollback.yml")
+    assert_ok(result)
+    assert traffic.report.failed == 0, traffic.report.summary()
+    assert releases()["current_slot"] == v2_slot and get(base_url, "/health").json()["version"] == "2.0.0"
+    assert host.check_output(f"systemctl show -p MainPID --value botstack-api@{v2_slot}.service") == kept_pid
+    assert f"botstack-worker@{v2_slot}.service" in running_units(host)
+    # Without the setting, the next run stops what runs outside the live slot and changes nothing else.
+    assert_ok(deploy("-e", "deploy_version=v2"))
+    assert all(unit.endswith(f"@{v2_slot}.service") for unit in running_units(host)), running_units(host)
+
+
 def test_the_lock_of_another_deploy_is_reported_not_broken(host):
     lock = {"owner": "alice@laptop", "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 600)),
             "details": {"release": "v9"}}

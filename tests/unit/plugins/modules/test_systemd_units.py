@@ -135,3 +135,31 @@ def test_missing_units_and_contradictions_are_named(module, systemd):
     assert "no such unit: nope.service" in run(module, systemd, started=["nope.service"])["msg"]
     both = run(module, systemd, started=["api-blue.service"], stopped=["api-blue.service"])
     assert "units listed in opposite states: api-blue.service" in both["msg"]
+
+
+def _utc(seconds_ago: float) -> str:
+    import datetime
+    moment = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=seconds_ago)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_restarted_units_started_after_fresh_since_are_left_running(module, systemd):
+    import time
+    started = int((time.monotonic() - 30) * 1e6)  # both ran for 30 s
+    systemd.set(api_blue={"ActiveState": "active", "SubState": "running", "InactiveExitTimestampMonotonic": str(started)},
+                worker_blue={"ActiveState": "inactive", "UnitFileState": "disabled"})
+    units = ["api-blue.service", "worker-blue.service"]
+    # The slot was assigned its release a minute ago: the API started since runs it; the worker starts.
+    kept = run(module, systemd, restarted=units, fresh_since=_utc(60))
+    assert kept["fresh"] == ["api-blue.service"]
+    assert kept["actions"] == ["systemctl reset-failed -- worker-blue.service", "systemctl start -- worker-blue.service"]
+    # Assigned 10 s ago: the API still runs what the slot held before, so it is restarted.
+    systemd.set(api_blue={"ActiveState": "active", "SubState": "running", "InactiveExitTimestampMonotonic": str(started)})
+    stale = run(module, systemd, restarted=["api-blue.service"], fresh_since=_utc(10))
+    assert stale["fresh"] == [] and stale["actions"][0] == "systemctl stop -- api-blue.service"
+
+
+def test_fresh_since_must_be_a_utc_time(module, systemd):
+    systemd.set(api_blue={"ActiveState": "active", "SubState": "running"})
+    refused = run(module, systemd, restarted=["api-blue.service"], fresh_since="yesterday")
+    assert refused["failed"] is True and "fresh_since must be a UTC time" in refused["msg"]
