@@ -65,12 +65,16 @@ def address() -> str:
     return sh("docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", HOST).stdout.strip()
 
 
-def prepare(mitogen: bool) -> tuple[list[str], dict]:
-    print("[bench] a fresh host: molecule create + converge (deploy scenario, v1 live)", flush=True)
-    sh("molecule", "destroy", "-s", "deploy", check=False)
-    sh("molecule", "create", "-s", "deploy")
-    sh("molecule", "converge", "-s", "deploy")
-    inventory = glob.glob(os.path.expanduser("~/.ansible/tmp/molecule.*.deploy/inventory"))[0]
+def prepare(mitogen: bool, reuse: bool = False) -> tuple[list[str], dict]:
+    if reuse:
+        print("[bench] the host left by --keep (v1 must be live)", flush=True)
+    else:
+        print("[bench] a fresh host: molecule create + converge (deploy scenario, v1 live)", flush=True)
+        sh("molecule", "destroy", "-s", "deploy", check=False)
+        sh("molecule", "create", "-s", "deploy")
+        sh("molecule", "converge", "-s", "deploy")
+    # The newest: a clone elsewhere (CI) leaves its own scenario directory beside this checkout's.
+    inventory = max(glob.glob(os.path.expanduser("~/.ansible/tmp/molecule.*.deploy/inventory")), key=os.path.getmtime)
     KEY.parent.mkdir(parents=True, exist_ok=True)
     if not KEY.exists():
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(KEY))
@@ -86,7 +90,9 @@ def prepare(mitogen: bool) -> tuple[list[str], dict]:
         if not (target / "ansible_mitogen").exists():
             sh(sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target), "mitogen==0.3.54")
         extra_env = {"ANSIBLE_STRATEGY_PLUGINS": str(target / "ansible_mitogen" / "plugins" / "strategy"),
-                     "ANSIBLE_STRATEGY": "mitogen_linear", "PYTHONPATH": str(target)}
+                     "ANSIBLE_STRATEGY": "mitogen_linear", "PYTHONPATH": str(target),
+                     # Mitogen's SSH client follows host_key_checking, not the -o options; the host is throwaway.
+                     "ANSIBLE_HOST_KEY_CHECKING": "False"}
     return ["ansible-playbook", "-i", inventory, "-e", json.dumps(ssh)], extra_env
 
 
@@ -109,8 +115,11 @@ def measure(label: str, argv: list[str], url: str, host_header: str = SITE) -> d
         tail = result.stdout[result.stdout.rfind("=" * 20):] if "=" * 20 in result.stdout else result.stdout[-1500:]
         tasks = len([line for line in result.stdout.splitlines() if line.startswith("TASK [")])
         print(f"[bench] {label}: {tasks} tasks; slowest:\n{tail.strip()}", flush=True)
+    if result.returncode != 0:
+        print(f"[bench] {label}: the playbook failed; its last lines:\n{result.stdout[-1200:]}", flush=True)
     report = traffic.report
     row = {"case": label, "seconds": round(elapsed, 1), "requests": report.total, "failed": report.failed,
+           "resent": report.resent,
            "outcome": "ok" if result.returncode == 0 else "reported a failure",
            "versions": dict(report.versions)}
     print(f"[bench] {label}: {row}", flush=True)
@@ -163,7 +172,7 @@ def kill_trials(base, extra_env, url, trials: int, rng: random.Random) -> dict:
             outcomes["recovered" if recovery.returncode == 0 else "recovery_failed"] += 1
     report = traffic.report
     row = {"case": f"kill trials ({trials})", "seconds": round(time.monotonic() - started, 1),
-           "requests": report.total, "failed": report.failed,
+           "requests": report.total, "failed": report.failed, "resent": report.resent,
            "outcome": f"{outcomes['killed']} killed, {outcomes['finished']} finished first, "
                       f"{outcomes['recovered']} recovered, {outcomes['recovery_failed']} recoveries failed",
            "versions": dict(report.versions)}
@@ -179,11 +188,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--quick", action="store_true", help="the releases only: no seed procedure, no kill trials")
     parser.add_argument("--profile", action="store_true", help="print each release's slowest tasks")
+    parser.add_argument("--reuse", action="store_true", help="measure on the host a --keep run left (v1 live)")
     args = parser.parse_args()
     global PROFILE
     PROFILE = args.profile
     keep = json.dumps({"deploy_keep_previous_running": True})
-    base, extra_env = prepare(args.mitogen)
+    base, extra_env = prepare(args.mitogen, args.reuse)
     ip = address()
     url = f"https://{ip}"
     ssh_target = ["ssh", "-i", str(KEY), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -206,10 +216,11 @@ def main() -> int:
     connection = "ssh + mitogen" if args.mitogen else "ssh (ControlPersist, pipelining)"
     print(f"\nReleases under 20 req/s through nginx over TLS (seed: its own port), {connection}, one Debian 12 "
           f"container, 2 cores\n")
-    print(f"| case | wall s | requests | failed | outcome | anchor |\n|---|---|---|---|---|---|")
+    print(f"| case | wall s | requests | failed | resent | outcome | anchor |\n|---|---|---|---|---|---|---|")
     for row in rows:
         anchor = next((v for k, v in ANCHORS.items() if row["case"].startswith(k)), "")
-        print(f"| {row['case']} | {row['seconds']} | {row['requests']} | {row['failed']} | {row['outcome']} | {anchor} |")
+        print(f"| {row['case']} | {row['seconds']} | {row['requests']} | {row['failed']} | {row.get('resent', 0)} "
+              f"| {row['outcome']} | {anchor} |")
     if not args.keep:
         sh("molecule", "destroy", "-s", "deploy", check=False)
     return 0

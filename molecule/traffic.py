@@ -3,6 +3,13 @@
 Used by the deploy scenario's verify step and by benchmarks/deploy.py, so both count
 failed requests the same way: a request fails when it errors (refused, reset, timeout)
 or answers anything but 2xx.
+
+Kept-alive clients behave as RFC 9112 section 9.5 asks of HTTP clients (and as browsers and Go's
+net/http do): a GET sent on a reused connection that the server closed at that instant is sent
+once more on a new connection. nginx before 1.27.4 (no keepalive_min_timeout; Debian 12 has 1.22)
+closes idle kept-alive connections when its old workers exit at a reload, which every proxy switch
+is. Those resends are counted apart (`resent`) and printed; a resent request that fails again is a
+failure, and new-connection clients never resend.
 """
 from __future__ import annotations
 
@@ -14,6 +21,8 @@ import time
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
@@ -22,13 +31,15 @@ urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 class Report:
     total: int = 0
     failed: int = 0
+    resent: int = 0
     slow_total: int = 0
     statuses: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     versions: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     failures: list = dataclasses.field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"{self.total} requests ({self.slow_total} slow), {self.failed} failed, statuses "
+        return (f"{self.total} requests ({self.slow_total} slow), {self.failed} failed, {self.resent} resent on a "
+                f"new connection after the proxy closed a kept-alive one, statuses "
                 f"{dict(self.statuses)}, versions {dict(self.versions)}, first failures {self.failures[:5]}")
 
 
@@ -66,6 +77,10 @@ class Traffic:
         except requests.RequestException as exc:
             self._record(False, "error", detail=f"{url}: {type(exc).__name__}: {exc}"[:300], slow=slow)
             return
+        history = getattr(getattr(response.raw, "retries", None), "history", ()) or ()
+        if history:
+            with self._lock:
+                self.report.resent += len(history)
         version = None
         try:
             version = response.json().get("version")
@@ -74,9 +89,19 @@ class Traffic:
         ok = 200 <= response.status_code < 300
         self._record(ok, response.status_code, version, None if ok else f"{url}: {response.text[:200]}", slow=slow)
 
+    @staticmethod
+    def _kept_alive_session() -> requests.Session:
+        session = requests.Session()
+        # Only a connection closed before any answer (read error) on a GET; never a status, never a connect error.
+        resend = Retry(total=1, connect=0, read=1, status=0, other=0, redirect=0, allowed_methods=["GET"],
+                       raise_on_status=False)
+        session.mount("https://", HTTPAdapter(max_retries=resend))
+        session.mount("http://", HTTPAdapter(max_retries=resend))
+        return session
+
     def _client(self, index: int):
         keepalive = index % 2 == 0
-        session = requests.Session()
+        session = self._kept_alive_session() if keepalive else requests.Session()
         interval = self.clients / self.rate
         next_at = time.monotonic() + index * interval / self.clients
         while not self._stop.is_set():
