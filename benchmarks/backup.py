@@ -144,6 +144,14 @@ def main():
         naive_size = dump.stat().st_size
         dump.unlink()
 
+        # References without encryption or upload: what pg_dump alone and the zstd pipeline cost here.
+        references = {}
+        for label, pipeline in (("pg_dump -Fc -Z0 > /dev/null", "> /dev/null"),
+                                ("pg_dump -Fc -Z0 | zstd -T2 -3 > /dev/null", "| zstd -q -T2 -3 > /dev/null")):
+            started = time.monotonic()
+            sh(f"runuser -u postgres -- pg_dump -h {sock} -p {PORT} -Fc -Z0 bench {pipeline}")
+            references[label] = time.monotonic() - started
+
         python = venv(work)
         state = work / "state"
         state.mkdir()
@@ -182,6 +190,8 @@ def main():
               f"  stored {naive_size / 2**20:6.1f} MiB, nothing encrypted")
         print(f"ours   botstack-backup backup:                     {ours:6.1f} s  {mib / ours:6.1f} MiB/s"
               f"  stored {done['size'] / 2**20:6.1f} MiB, age-encrypted; uploader peak RSS {done['peak_rss_mb']} MB")
+        for label, seconds in references.items():
+            print(f"ref    {label:44s}{seconds:6.1f} s  {mib / seconds:6.1f} MiB/s  (no encryption, no upload)")
         print(f"speed-up: {naive / ours:.1f}x (target >= 5x);  restore (download, sha256, decrypt, pg_restore -j 2): "
               f"{restore:.1f} s, rows match: {same}")
     finally:
