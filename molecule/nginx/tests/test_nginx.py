@@ -141,6 +141,41 @@ def test_rejected_config_is_rolled_back_and_nginx_keeps_serving(host, ephemeral_
     assert host.check_output(CURL + " -o /dev/null -w '%{http_code}' https://app.test/static/health") == "200"
 
 
+def test_an_entry_left_unloaded_by_a_killed_run_is_loaded_by_the_retry(host, ephemeral_dir, pebble_root):
+    """A switch killed between writing the upstream entry and reloading nginx: the retry reloads."""
+    import json
+    from conftest import play_recap, run_playbook
+
+    entry = host.check_output("ls /etc/nginx/botstack/upstream-botstack.d/*.conf")
+    name = pathlib.PurePosixPath(entry).stem
+    host.run("mkdir -p /srv/green && echo green > /srv/green/health")
+    host.run("systemctl is-active -q upstream-green || systemd-run --unit upstream-green "
+             "/usr/bin/python3 -m http.server 8002 --bind 127.0.0.1 --directory /srv/green")
+    host.run("for i in $(seq 50); do curl -sf http://127.0.0.1:8002/health && break; sleep 0.1; done")
+
+    def switch(port, reload=True):
+        playbook = ephemeral_dir / "switch.yml"
+        playbook.write_text(json.dumps([{"name": "Switch", "hosts": "all", "gather_facts": False, "tasks": [
+            {"name": "Point the upstream entry", "botstack.deploy.nginx_upstream_server": {
+                "dir": "/etc/nginx/botstack/upstream-botstack.d", "name": name, "address": "127.0.0.1",
+                "port": port, "reload": reload}}]}]))
+        run = run_playbook(playbook)
+        assert run.returncode == 0, run.stdout[-3000:]
+        return play_recap(run.stdout)[host.backend.host]["changed"]
+
+    try:
+        # The killed run wrote the entry and never reloaded: nginx still routes to 8001.
+        assert switch(8002, reload=False) == 1
+        assert host.check_output(CURL + " https://app.test/health") == "health from the app"
+        assert switch(8002) == 1
+        assert host.check_output(CURL + " https://app.test/health") == "green"
+        assert switch(8002) == 0
+    finally:
+        switch(8001)
+        host.run("systemctl stop upstream-green")
+    assert host.check_output(CURL + " https://app.test/health") == "health from the app"
+
+
 @pytest.mark.parametrize(("role_vars", "fragment"), [
     ({"nginx_tls_mode": "self_signed"}, "nginx_tls_mode is self_signed, so nginx_server_name must be a domain name"),
     ({"nginx_server_name": "app.test", "nginx_acme_email": "not-an-email"}, "nginx_acme_email must be an email address"),
