@@ -22,7 +22,7 @@ description:
   - When nginx is not installed yet (a first deploy before the nginx role), the file is written and nothing is
     reloaded; the nginx role validates it when it configures nginx. When nginx is installed but stopped, the
     configuration is still checked, and nothing is reloaded.
-  - An unchanged file changes nothing (no reload), unless nginx has not loaded it yet: when the file is newer
+  - An unchanged file changes nothing (no reload), unless nginx has not loaded it yet. When the file is newer
     than nginx's newest worker process (the workers are forked at each start and reload), a run was killed between
     writing the entry and reloading, and nginx still routes to the previous port. The entry is then checked and
     nginx reloaded, so a retried deploy never stops a slot nginx still sends requests to.
