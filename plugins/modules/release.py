@@ -474,6 +474,9 @@ def run_module():
         supports_check_mode=True,
     )
     p = module.params
+    # The app's user reads releases and slots: their modes must not follow the caller's umask (a
+    # hardened login.defs UMASK 027 reaches sudo sessions through pam_umask on Debian 13 and Ubuntu).
+    os.umask(0o022)
     try:
         _validate(p)
         store = ReleaseStore(p["app_root"])

@@ -187,6 +187,20 @@ def test_a_killed_run_before_the_switch_leaves_nothing_behind(module, tmp_path):
 
 # --- slots -----------------------------------------------------------------
 
+def test_releases_and_slots_stay_readable_under_a_hardened_umask(module, tmp_path):
+    """Ansible's sudo session may carry login.defs' UMASK 027 (pam_umask): the app's user still reads releases."""
+    root = tmp_path / "app"
+    previous = os.umask(0o027)
+    try:
+        _make(module, root, "r1")
+        _run(module, root, release_id="r1", state="assigned", slot="blue", slot_data={"port": 8001})
+    finally:
+        os.umask(previous)
+    for path in (root / "releases", root / "releases" / "r1", root / "slots"):
+        assert oct(path.stat().st_mode & 0o777) == "0o755", path
+    assert oct((root / "releases" / "r1" / ".release.json").stat().st_mode & 0o777) == "0o644"
+
+
 def test_slots_record_what_each_colour_runs_and_current_follows_the_live_one(module, tmp_path):
     root = tmp_path / "app"
     _make(module, root, "r1")
