@@ -98,7 +98,7 @@ install -m 0644 scripts/get_pip_offline.py ~/.ansible/test/cache/"get_pip_${pip_
 step ansible-test "pip $pip_version bootstrap from ensurepip + index"
 
 # --- test images ---------------------------------------------------------
-for suite in ${BOTSTACK_TEST_SUITES:-bookworm}; do
+for suite in ${BOTSTACK_TEST_SUITES:-bookworm trixie}; do
   step image "$(scripts/build-test-image.sh "$suite")"
 done
 # Host-wide apt archive shared by every test container (a package downloads once per machine).
