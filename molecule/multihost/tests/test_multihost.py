@@ -206,7 +206,10 @@ def test_a_rolling_deploy_under_load_loses_no_request_and_both_hosts_run_the_new
      "app_env DATABASE_URL point at localhost"),
     (["-e", "vault_db_bot_password=CHANGE-ME-db-password"], "vault_db_bot_password"),
     (["-e", '{"app_firewall_sources": []}'], "app_firewall_sources"),
-], ids=["loopback-behind-a-remote-balancer", "database-on-localhost", "example-secret", "no-firewall-source"])
+    (["-e", '{"app_ca_certificates": [{"name": "rds", "content": "not a certificate"}]}'],
+     'app_ca_certificates entry "rds" needs'),
+], ids=["loopback-behind-a-remote-balancer", "database-on-localhost", "example-secret", "no-firewall-source",
+        "provider-ca-not-a-certificate"])
 def test_a_wrong_topology_stops_in_the_preflight_with_nothing_changed(args, message):
     result = run_playbook(ROOT / "site.yml", *args)
     assert result.returncode != 0
@@ -223,3 +226,56 @@ def test_two_scheduler_hosts_stop_the_run_before_anything_changes(tmp_path):
     assert result.returncode != 0
     assert "exactly one host per environment may run the scheduler" in output(result), output(result)[-3000:]
     assert all(c["changed"] == 0 for c in play_recap(result.stdout).values()), result.stdout[-3000:]
+
+
+# --- topology 4: managed PostgreSQL and Redis ---------------------------------------------
+
+def test_an_app_host_on_managed_databases_converges_with_the_providers_ca_from_variables(tmp_path):
+    """No host in db or redis: their roles skip; endpoints and the provider's CA come from variables.
+
+    multi-db stands in for the provider: its CA certificate is handed over as app_ca_certificates
+    (as a provider publishes its CA bundle), and app2 verifies PostgreSQL and Redis against that file."""
+    import shutil
+
+    import yaml
+
+    inventory = tmp_path / "managed"
+    shutil.copytree(molecule_path("MOLECULE_INVENTORY_FILE").parent, inventory)
+    hosts_file = inventory / "ansible_inventory.yml"
+    hosts = yaml.safe_load(hosts_file.read_text())
+    for group in ("db", "redis"):
+        hosts.pop(group, None)
+    hosts_file.write_text(yaml.safe_dump(hosts))
+    provider_ca = on(DB).check_output(f"cat {CA}")
+    managed = tmp_path / "managed-vars.json"
+    managed.write_text(json.dumps({
+        "deploy_version": "v2",
+        "app_pki_trust": False,
+        "app_ca_certificates": [{"name": "provider", "content": provider_ca}],
+        "app_env": {
+            "DATABASE_URL": "postgresql+asyncpg://bot:{{ test_db_password }}@multi-db:5432/botstack?ssl=verify-full",
+            "PGSSLROOTCERT": "/etc/botstack-pki/provider.crt",
+            "REDIS_URL": "rediss://bot:{{ test_redis_password }}@multi-db:6380/0?ssl_cert_reqs=required"
+                         "&ssl_ca_certs=/etc/botstack-pki/provider.crt",
+            "TELEGRAM_WEBHOOK_SECRET": "{{ test_webhook_secret }}",
+        },
+    }))
+    args = ("-i", str(inventory), "--limit", APP2, "-e", f"@{managed}")
+    first = run_playbook(ROOT / "site.yml", *args)
+    assert first.returncode == 0, output(first)[-5000:]
+    assert_no_secret_in(output(first), "site.yml on managed databases")
+    assert "TASK [botstack.deploy.postgresql" not in first.stdout and "TASK [botstack.deploy.redis" not in first.stdout
+
+    app2 = on(APP2)
+    ca_file = app2.file("/etc/botstack-pki/provider.crt")
+    assert (ca_file.mode, ca_file.user) == (0o644, "root") and ca_file.content_string.strip() == provider_ca.strip()
+    assert app2.run("grep -qx 'PGSSLROOTCERT=/etc/botstack-pki/provider.crt' /opt/botstack/.env").rc == 0
+    # The live slot checked PostgreSQL and Redis, both verified against the provider's CA.
+    port = live_ports(app2)[0]
+    body = json.loads(on(LB).check_output(f"curl -fsS --max-time 5 http://{ADDRESS[APP2]}:{port}/health"))
+    assert body["status"] == "healthy" and body["version"] == "2.0.0", body
+    assert {name: check["status"] for name, check in body["checks"].items()} == {"database": "ok", "redis": "ok"}
+
+    again = run_playbook(ROOT / "site.yml", *args)
+    assert again.returncode == 0, output(again)[-5000:]
+    assert play_recap(again.stdout)[APP2]["changed"] == 0, again.stdout[-5000:]
