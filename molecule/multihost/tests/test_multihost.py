@@ -269,7 +269,7 @@ def test_an_app_host_on_managed_databases_converges_with_the_providers_ca_from_v
     app2 = on(APP2)
     ca_file = app2.file("/etc/botstack-pki/provider.crt")
     assert (ca_file.mode, ca_file.user) == (0o644, "root") and ca_file.content_string.strip() == provider_ca.strip()
-    assert app2.run("grep -qx 'PGSSLROOTCERT="/etc/botstack-pki/provider.crt"' /opt/botstack/.env").rc == 0
+    assert app2.run("""grep -qx 'PGSSLROOTCERT="/etc/botstack-pki/provider.crt"' /opt/botstack/.env""").rc == 0
     # The live slot checked PostgreSQL and Redis, both verified against the provider's CA.
     port = live_ports(app2)[0]
     body = json.loads(on(LB).check_output(f"curl -fsS --max-time 5 http://{ADDRESS[APP2]}:{port}/health"))
