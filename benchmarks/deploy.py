@@ -118,8 +118,16 @@ def measure(label: str, argv: list[str], url: str, host_header: str = SITE) -> d
     if result.returncode != 0:
         print(f"[bench] {label}: the playbook failed; its last lines:\n{result.stdout[-1200:]}", flush=True)
     report = traffic.report
-    row = {"case": label, "seconds": round(elapsed, 1), "requests": report.total, "failed": report.failed,
-           "resent": report.resent,
+    # When the release the run put live answered first, and the one it replaced last (plain requests).
+    switched = ""
+    if len(report.first_seen) > 1:
+        old = min(report.first_seen, key=report.first_seen.get)
+        new = max(report.last_seen, key=report.last_seen.get)
+        if new != old:
+            switched = (f"{new} from {report.first_seen[new] - started:.1f} s, "
+                        f"{old} until {report.last_seen[old] - started:.1f} s")
+    row = {"case": label, "seconds": round(elapsed, 1), "switched": switched, "requests": report.total,
+           "failed": report.failed, "resent": report.resent,
            "outcome": "ok" if result.returncode == 0 else "reported a failure",
            "versions": dict(report.versions)}
     print(f"[bench] {label}: {row}", flush=True)
@@ -216,11 +224,12 @@ def main() -> int:
     connection = "ssh + mitogen" if args.mitogen else "ssh (ControlPersist, pipelining)"
     print(f"\nReleases under 20 req/s through nginx over TLS (seed: its own port), {connection}, one Debian 12 "
           f"container, 2 cores\n")
-    print(f"| case | wall s | requests | failed | resent | outcome | anchor |\n|---|---|---|---|---|---|---|")
+    print(f"| case | wall s | traffic moved | requests | failed | resent | outcome | anchor |\n"
+          f"|---|---|---|---|---|---|---|---|")
     for row in rows:
         anchor = next((v for k, v in ANCHORS.items() if row["case"].startswith(k)), "")
-        print(f"| {row['case']} | {row['seconds']} | {row['requests']} | {row['failed']} | {row.get('resent', 0)} "
-              f"| {row['outcome']} | {anchor} |")
+        print(f"| {row['case']} | {row['seconds']} | {row.get('switched', '')} | {row['requests']} | {row['failed']} "
+              f"| {row.get('resent', 0)} | {row['outcome']} | {anchor} |")
     if not args.keep:
         sh("molecule", "destroy", "-s", "deploy", check=False)
     return 0

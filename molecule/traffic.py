@@ -36,6 +36,9 @@ class Report:
     statuses: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     versions: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     failures: list = dataclasses.field(default_factory=list)
+    # Per version, monotonic times of its first and last answer to a plain (not slow) request.
+    first_seen: dict = dataclasses.field(default_factory=dict)
+    last_seen: dict = dataclasses.field(default_factory=dict)
 
     def summary(self) -> str:
         return (f"{self.total} requests ({self.slow_total} slow), {self.failed} failed, {self.resent} resent on a "
@@ -66,6 +69,10 @@ class Traffic:
             self.report.statuses[status] += 1
             if version:
                 self.report.versions[version] += 1
+                if not slow:
+                    now = time.monotonic()
+                    self.report.first_seen.setdefault(version, now)
+                    self.report.last_seen[version] = now
             if not ok:
                 self.report.failed += 1
                 if len(self.report.failures) < 50:

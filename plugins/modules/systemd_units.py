@@ -306,7 +306,8 @@ def main():
         plan.append(["systemctl", "reset-failed", "--"] + to_start)
         plan.append(["systemctl", "start", "--"] + to_start)
     if to_disable:
-        plan.append(["systemctl", "disable", "--quiet", "--"] + to_disable)
+        # The enable that follows reloads systemd once for both.
+        plan.append(["systemctl", "disable", "--quiet"] + (["--no-reload"] if to_enable else []) + ["--"] + to_disable)
     if to_enable:
         plan.append(["systemctl", "enable", "--quiet", "--"] + to_enable)
 

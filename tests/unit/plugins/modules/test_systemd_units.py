@@ -88,13 +88,21 @@ def test_acts_only_on_units_not_in_the_requested_state_in_a_fixed_order(module, 
     assert result["actions"] == ["systemctl stop -- api-blue.service",
                                  "systemctl reset-failed -- api-green.service",
                                  "systemctl start -- api-green.service",
-                                 "systemctl disable --quiet -- api-blue.service",
+                                 # one reload of systemd, by the enable
+                                 "systemctl disable --quiet --no-reload -- api-blue.service",
                                  "systemctl enable --quiet -- api-green.service"]
     units = systemd.units()
     assert units["api-green.service"]["ActiveState"] == "active" and units["api-blue.service"]["ActiveState"] == "inactive"
     again = run(module, systemd, stopped=["api-blue.service"], started=["api-green.service", "worker-green.service"],
                 enabled=["api-green.service", "worker-green.service"], disabled=["api-blue.service"])
     assert again["changed"] is False and again["actions"] == []
+
+
+def test_a_disable_without_an_enable_reloads_systemd_itself(module, systemd):
+    systemd.set(api_blue={"ActiveState": "inactive", "UnitFileState": "enabled"})
+    result = run(module, systemd, disabled=["api-blue.service"])
+    assert result["actions"] == ["systemctl disable --quiet -- api-blue.service"]
+    assert systemd.units()["api-blue.service"]["UnitFileState"] == "disabled"
 
 
 def test_check_mode_reports_and_changes_nothing(module, systemd):
