@@ -35,6 +35,15 @@ if ! docker info >/dev/null 2>&1; then
 fi
 step engine "$(docker version --format 'server {{.Server.Version}}')"
 
+# --- test images, built in the background (collected at the end) ---------
+# Side by side with each other and the steps below: a cold build mostly waits on the mirror.
+mkdir -p .cache
+declare -A image_builds=()
+for suite in ${BOTSTACK_TEST_SUITES:-bookworm trixie}; do
+  scripts/build-test-image.sh "$suite" >".cache/image-$suite.out" 2>".cache/image-$suite.log" &
+  image_builds[$suite]=$!
+done
+
 # --- controller venv -----------------------------------------------------
 pick_python() {
   local root candidate best=""
@@ -98,8 +107,13 @@ install -m 0644 scripts/get_pip_offline.py ~/.ansible/test/cache/"get_pip_${pip_
 step ansible-test "pip $pip_version bootstrap from ensurepip + index"
 
 # --- test images ---------------------------------------------------------
-for suite in ${BOTSTACK_TEST_SUITES:-bookworm trixie}; do
-  step image "$(scripts/build-test-image.sh "$suite")"
+for suite in "${!image_builds[@]}"; do
+  if ! wait "${image_builds[$suite]}"; then
+    tail -n 30 ".cache/image-$suite.log" >&2
+    echo "[setup] image $suite failed to build (full log: .cache/image-$suite.log)" >&2
+    exit 1
+  fi
+  step image "$(cat ".cache/image-$suite.out")"
 done
 # Host-wide apt archive shared by every test container (a package downloads once per machine).
 mkdir -p /var/cache/botstack/apt-archives/partial /var/cache/botstack/python-cache
