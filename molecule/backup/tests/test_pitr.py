@@ -204,8 +204,13 @@ def test_a_lost_database_host_is_rebuilt_from_the_archive_to_a_point_in_time(hos
     psql(host, "INSERT INTO pitr_probe (id) VALUES (42)")
     written = time.monotonic()
     current = psql(host, "SELECT pg_walfile_name(pg_current_wal_lsn())", database="postgres")
-    wait_for(f"{current} archived without a WAL switch", lambda: archiver(host)["last_archived"] >= current,
-             timeout=150)
+    try:
+        wait_for(f"{current} archived without a WAL switch", lambda: archiver(host)["last_archived"] >= current,
+                 timeout=150)
+    except pytest.fail.Exception as exc:
+        pytest.fail(f"{exc}; archiver {archiver(host)}, now writing " + psql(
+            host, "SELECT pg_walfile_name(pg_current_wal_lsn()) || ' ' || current_setting('archive_timeout')",
+            database="postgres"))
     assert time.monotonic() - written <= 60 + 15, "a write waited longer than archive_timeout to reach S3"
     # The host dies (every process of the cluster killed) and is rebuilt: a new cluster, no configuration
     # left (pg_dropcluster keeps the files it did not create, such as conf.d).
