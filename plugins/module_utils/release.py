@@ -257,6 +257,23 @@ class ReleaseStore:
                       and (origin_seq is None or m.get("sequence", 0) < origin_seq)]
         return candidates[-1]["id"] if candidates else None
 
+    def describe(self):
+        """Everything release_info returns: releases (with path and active flag), current, slots, rollback target."""
+        current = self.current()
+        releases = self.releases()
+        for manifest in releases:
+            manifest["path"] = self.release_path(manifest["id"])
+            manifest["active"] = manifest["id"] == current
+        return dict(
+            current=current,
+            current_slot=self.current_slot(),
+            slots=self.slots(),
+            rollback_target=self.rollback_target(releases, current),
+            pending_activation=self.pending_activation(),
+            releases=releases,
+            leftovers=self.leftovers(),
+        )
+
     def leftovers(self):
         """Temporary files and directories left by interrupted runs (paths relative to app_root)."""
         found = []

@@ -70,6 +70,12 @@ options:
         C(botstack_deploy_last_timestamp_seconds) and C(botstack_deploy_release_info). Skipped when its directory
         does not exist (no node_exporter on the host).
     type: path
+  app_root:
+    description:
+      - With I(state=acquired), read this application's releases and slots once the lock is held and return them
+        as I(releases), what M(botstack.deploy.release_info) returns - a view no other deploy can change before
+        this one releases the lock, at no extra round trip.
+    type: path
 author:
   - botstack.deploy maintainers (@botstack)
 """
@@ -80,6 +86,8 @@ EXAMPLES = r"""
     path: /opt/botstack/.deploy.lock
     owner: "{{ lookup('ansible.builtin.env', 'USER') }}@{{ lookup('ansible.builtin.pipe', 'hostname') }}"
     details: {release: v2-60fddc2ebe09, action: deploy}
+    app_root: /opt/botstack
+  register: deploy_lock  # deploy_lock.releases.current: the live release
 
 - name: Give it back, and log what came of the deploy
   botstack.deploy.deploy_lock:
@@ -101,6 +109,12 @@ taken_over:
   description: Whether a lock left by an earlier run was taken over.
   returned: state=acquired
   type: bool
+releases:
+  description: With I(app_root), the application's releases and slots as M(botstack.deploy.release_info) returns them.
+  returned: state=acquired and app_root given
+  type: dict
+  sample: {"current": "v2-60fddc2ebe09", "current_slot": "green", "rollback_target": "v1-0a1b2c3d4e5f",
+           "slots": {}, "releases": [], "pending_activation": null, "leftovers": []}
 """
 
 import datetime
@@ -111,6 +125,8 @@ import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.botstack.deploy.plugins.module_utils.release import ReleaseError, ReleaseStore
 
 
 def _now():
@@ -152,7 +168,7 @@ def _write_exclusive(path, content):
         handle.write("\n")
 
 
-def acquire(module, p):
+def acquire(module, p, store=None):
     content = {"owner": p["owner"], "since": _now().strftime("%Y-%m-%dT%H:%M:%SZ"), "details": p["details"],
                "pid": os.getpid()}
     holder = _read(p["path"])
@@ -180,7 +196,10 @@ def acquire(module, p):
             raced = _read(p["path"]) or {}
             module.fail_json(msg="deploy lock %s was taken by %s at the same moment; run again once it is free"
                                  % (p["path"], raced.get("owner")), holder=raced)
-    module.exit_json(changed=False, holder=holder, taken_over=taken_over)
+    result = dict(changed=False, holder=holder, taken_over=taken_over)
+    if store is not None:
+        result["releases"] = store.describe()
+    module.exit_json(**result)
 
 
 def _log(module, p):
@@ -254,6 +273,7 @@ def main():
             log_entry=dict(type="dict"),
             log_group=dict(type="str", default="root"),
             metrics_path=dict(type="path"),
+            app_root=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -262,9 +282,15 @@ def main():
         module.fail_json(msg="owner must name who deploys (e.g. alice@laptop), got an empty string")
     if not os.path.isdir(os.path.dirname(p["path"]) or "/"):
         module.fail_json(msg="the directory of the lock file %s does not exist; apply the app role first" % p["path"])
+    store = None
+    if p["app_root"] and p["state"] == "acquired":
+        try:
+            store = ReleaseStore(p["app_root"])
+        except ReleaseError as exc:
+            module.fail_json(msg=str(exc))
     try:
         if p["state"] == "acquired":
-            acquire(module, p)
+            acquire(module, p, store)
         release(module, p)
     except (IOError, OSError) as exc:
         module.fail_json(msg="deploy lock %s: %s" % (p["path"], exc))

@@ -90,21 +90,7 @@ def main():
         store = ReleaseStore(module.params["app_root"])
     except ReleaseError as exc:
         module.fail_json(msg=str(exc))
-    current = store.current()
-    releases = store.releases()
-    for manifest in releases:
-        manifest["path"] = store.release_path(manifest["id"])
-        manifest["active"] = manifest["id"] == current
-    module.exit_json(
-        changed=False,
-        current=current,
-        current_slot=store.current_slot(),
-        slots=store.slots(),
-        rollback_target=store.rollback_target(releases, current),
-        pending_activation=store.pending_activation(),
-        releases=releases,
-        leftovers=store.leftovers(),
-    )
+    module.exit_json(changed=False, **store.describe())
 
 
 if __name__ == "__main__":

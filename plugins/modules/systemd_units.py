@@ -99,6 +99,13 @@ options:
         hand first, such as queue workers). Starts always wait.
     type: bool
     default: false
+  stop_waited:
+    description:
+      - Units whose stop is waited for even with I(no_block), for instance a singleton whose successor is in
+        I(started) - the two never run at once.
+    type: list
+    elements: str
+    default: []
   daemon_reload:
     description: Run C(systemctl daemon-reload) first.
     type: bool
@@ -253,6 +260,7 @@ def main():
             enabled=dict(type="list", elements="str", default=[]),
             disabled=dict(type="list", elements="str", default=[]),
             no_block=dict(type="bool", default=False),
+            stop_waited=dict(type="list", elements="str", default=[]),
             daemon_reload=dict(type="bool", default=False),
             journal_lines=dict(type="int", default=30),
         ),
@@ -298,8 +306,12 @@ def main():
     plan = []
     if to_stop:
         # Units restarted here must be gone before they start again: never --no-block for them.
-        no_block = p["no_block"] and not set(to_stop) & set(restarted)
-        plan.append(["systemctl", "stop"] + (["--no-block"] if no_block else []) + ["--"] + to_stop)
+        waited = set(restarted) | set(p["stop_waited"])
+        queued = [u for u in to_stop if u not in waited] if p["no_block"] else []
+        if queued:
+            plan.append(["systemctl", "stop", "--no-block", "--"] + queued)
+        if len(queued) < len(to_stop):
+            plan.append(["systemctl", "stop", "--"] + [u for u in to_stop if u not in queued])
     if to_start:
         # A deliberate start clears the unit's failed state and its start-rate counter, so rapid
         # deploys never meet StartLimitBurst (crash loops are caught by the gate instead).
@@ -314,7 +326,7 @@ def main():
     result = dict(changed=bool(plan), units=states, actions=[" ".join(a) for a in actions + plan], fresh=result_fresh)
     if not module.check_mode:
         for argv in plan:
-            if argv[1] == "stop" and drain_ports:
+            if argv[1] == "stop" and drain_ports and "drained" not in result:
                 result["drained"] = _drain(module, drain_ports, p["drain_timeout"])
                 if result["drained"]["remaining"]:
                     module.warn("stopping %s with %d connection(s) still open after %ss of draining"

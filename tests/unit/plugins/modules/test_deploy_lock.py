@@ -87,3 +87,24 @@ def test_the_outcome_is_exported_for_node_exporter(module, tmp_path):
         assert 'botstack_deploy_last_result{app="botstack"} %d' % value in text
         assert 'botstack_deploy_release_info{app="botstack",release="v3-def",result="%s"} 1' % result in text
     assert [p.name for p in metrics.parent.iterdir()] == ["botstack_deploy.prom"]
+
+
+def test_the_lock_returns_the_releases_read_once_it_is_held(module, tmp_path):
+    root = tmp_path / "app"
+    for rid in ("r1", "r2"):
+        assert module("release", {"app_root": str(root), "release_id": rid, "status": "healthy"})["_rc"] == 0
+    module("release", {"app_root": str(root), "release_id": "r2", "state": "active"})
+    taken = _lock(module, root / ".deploy.lock", app_root=str(root))
+    assert taken["_rc"] == 0 and (root / ".deploy.lock").exists()
+    # What release_info returns, from the same round trip.
+    info = module("release_info", {"app_root": str(root)})
+    info = dict((k, v) for k, v in info.items() if k in taken["releases"])
+    assert taken["releases"] == info and taken["releases"]["current"] == "r2"
+    assert taken["releases"]["rollback_target"] == "r1"
+
+
+def test_a_bad_app_root_fails_before_the_lock_is_taken(module, tmp_path):
+    (tmp_path / "file").write_text("")
+    refused = _lock(module, tmp_path / ".deploy.lock", app_root=str(tmp_path / "file"))
+    assert refused["failed"] is True and "is not a directory" in refused["msg"]
+    assert not (tmp_path / ".deploy.lock").exists()

@@ -171,3 +171,14 @@ def test_fresh_since_must_be_a_utc_time(module, systemd):
     systemd.set(api_blue={"ActiveState": "active", "SubState": "running"})
     refused = run(module, systemd, restarted=["api-blue.service"], fresh_since="yesterday")
     assert refused["failed"] is True and "fresh_since must be a UTC time" in refused["msg"]
+
+
+def test_a_waited_stop_ends_before_its_successor_starts_while_the_rest_is_queued(module, systemd):
+    systemd.set(worker_blue={"ActiveState": "active"}, scheduler_blue={"ActiveState": "active"},
+                scheduler_green={"ActiveState": "inactive"})
+    result = run(module, systemd, stopped=["worker-blue.service", "scheduler-blue.service"],
+                 stop_waited=["scheduler-blue.service"], started=["scheduler-green.service"], no_block=True)
+    assert result["actions"] == ["systemctl stop --no-block -- worker-blue.service",
+                                 "systemctl stop -- scheduler-blue.service",
+                                 "systemctl reset-failed -- scheduler-green.service",
+                                 "systemctl start -- scheduler-green.service"]
