@@ -21,6 +21,9 @@ if verb == "show":
     blocks = []
     for name in names:
         u = units.get(name, {"LoadState": "not-found", "ActiveState": "inactive", "UnitFileState": ""})
+        if u.get("crashing") and u.get("ActiveState") == "active":
+            u["NRestarts"] = str(int(u.get("NRestarts", "0")) + 1)  # restarted again since the last look
+            STATE.write_text(json.dumps(units))
         blocks.append("\\n".join("%s=%s" % kv for kv in dict({"Id": name, "SubState": "dead", "NRestarts": "0",
                                                               "InvocationID": "", "Result": "success"}, **u).items()))
     print("\\n\\n".join(blocks))
@@ -182,3 +185,18 @@ def test_a_waited_stop_ends_before_its_successor_starts_while_the_rest_is_queued
                                  "systemctl stop -- scheduler-blue.service",
                                  "systemctl reset-failed -- scheduler-green.service",
                                  "systemctl start -- scheduler-green.service"]
+
+
+def test_started_units_settle_while_they_are_enabled_and_a_crash_loop_fails(module, systemd):
+    systemd.set(scheduler_green={"ActiveState": "inactive", "UnitFileState": "disabled"},
+                scheduler_blue={"ActiveState": "inactive", "UnitFileState": "enabled"})
+    args = dict(started=["scheduler-green.service"], settle=3, settle_interval=0.05,
+                enabled=["scheduler-green.service"], disabled=["scheduler-blue.service"])
+    result = run(module, systemd, **args)
+    assert result["_rc"] == 0
+    verbs = [c.split()[0] for c in systemd.calls()]
+    # the first check right after the start, the (un)enabling, then the other checks
+    assert verbs[verbs.index("start"):] == ["start", "show", "disable", "enable", "show", "show"]
+    systemd.set(scheduler_green={"ActiveState": "inactive", "UnitFileState": "disabled", "crashing": True})
+    failed = run(module, systemd, started=["scheduler-green.service"], settle=3, settle_interval=0.05)
+    assert failed["failed"] is True and "crash-looping" in failed["msg"] and "Traceback: boom" in failed["msg"]
