@@ -18,7 +18,10 @@ are always in flight at a switch):
 
 Prints a table; asserts nothing.
 
-    .venv/bin/python benchmarks/deploy.py [--kill-trials 20] [--mitogen] [--keep] [--quick] [--profile]
+    .venv/bin/python benchmarks/deploy.py [--kill-trials 20] [--mitogen] [--keep] [--quick] [--profile] [--repeat N]
+
+--repeat N runs the kept-running pair (code only, then the rollback to the kept slot) N times and
+prints the median, lowest and highest of each: on a shared machine one run can be off by a second.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ import os
 import pathlib
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -197,6 +201,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="the releases only: no seed procedure, no kill trials")
     parser.add_argument("--profile", action="store_true", help="print each release's slowest tasks")
     parser.add_argument("--reuse", action="store_true", help="measure on the host a --keep run left (v1 live)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of the kept-running pair (median, min, max)")
     args = parser.parse_args()
     global PROFILE
     PROFILE = args.profile
@@ -214,6 +219,14 @@ def main() -> int:
         measure("code only, previous kept running",
                 playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3", "-e", "deploy_force=true", "-e", keep), url),
         measure("rollback to the kept slot", playbook(base, extra_env, "rollback.yml", "-e", keep), url),
+    ]
+    for run in range(2, args.repeat + 1):
+        rows.append(measure(f"code only, previous kept running ({run})",
+                            playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3", "-e", "deploy_force=true",
+                                     "-e", keep), url))
+        rows.append(measure(f"rollback to the kept slot ({run})", playbook(base, extra_env, "rollback.yml", "-e", keep),
+                            url))
+    rows += [
         measure("broken", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3-crash"), url),
         measure("no-op (same version)", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v2"), url),
     ]
@@ -230,6 +243,15 @@ def main() -> int:
         anchor = next((v for k, v in ANCHORS.items() if row["case"].startswith(k)), "")
         print(f"| {row['case']} | {row['seconds']} | {row.get('switched', '')} | {row['requests']} | {row['failed']} "
               f"| {row.get('resent', 0)} | {row['outcome']} | {anchor} |")
+    if args.repeat > 1:
+        print()
+        for case in ("code only, previous kept running", "rollback to the kept slot"):
+            runs = [r for r in rows if r["case"].split(" (")[0] == case]
+            walls = sorted(r["seconds"] for r in runs)
+            moved = sorted(float(r["switched"].split(" from ")[1].split(" s")[0]) for r in runs if r["switched"])
+            print(f"{case}, {len(runs)} runs: wall median {statistics.median(walls)} s (lowest {walls[0]}, highest "
+                  f"{walls[-1]}); traffic moved at median {statistics.median(moved) if moved else '-'} s; "
+                  f"failed requests {sum(r['failed'] for r in runs)}")
     if not args.keep:
         sh("molecule", "destroy", "-s", "deploy", check=False)
     return 0

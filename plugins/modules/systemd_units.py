@@ -14,10 +14,9 @@ description:
   - Brings several units to the requested states with one round trip to the host, where
     M(ansible.builtin.systemd_service) needs one task (and one round trip) per unit. A blue/green
     switch touches every process of two slots, so this is what keeps a deploy fast.
-  - The order is always I(stopped) (after draining), then I(started), then I(disabled), then I(enabled); each
-    list is acted on in one C(systemctl) call, and only for the units not already in the requested state.
-    Started units are watched for I(settle) checks counted from their start, so the watch overlaps the
-    enabling and disabling (one C(systemctl daemon-reload)).
+  - The order is always I(stopped) (after draining), then I(started) (then watched for I(settle) checks),
+    then I(disabled), then I(enabled); each list is acted on in one C(systemctl) call, and only for the units
+    not already in the requested state.
   - A unit that fails to start, or fails, crash-loops or stops while it settles, fails the task with the
     unit's state and its journal since that start.
   - Read-only in check mode (reports what would change).
@@ -226,23 +225,23 @@ def _evidence(module, units, lines, seen=None):
     return dict((u, journal(module, u, (seen or states)[u], lines)) for u in units), states
 
 
-def _check(module, units, baseline, lines, final):
-    """One settle check of started units: all running (by the final check), none restarted since the baseline.
-
-    Fails with the unit's journal; returns the baseline (restart counters at the first check).
-    """
-    states = unit_states(module, units)
-    if baseline is None:
-        baseline = dict((u, restarts(states[u])) for u in units)
-    for unit in units:
-        problem = unit_problem(unit, states[unit], baseline[unit], 0)
-        if problem is None and states[unit].get("SubState") != "running" and final:
-            problem = "unit %s is still %s/%s" % (unit, states[unit].get("ActiveState"), states[unit].get("SubState"))
-        if problem:
-            logs, dummy = _evidence(module, [unit], lines, states)
-            module.fail_json(msg="%s\njournal of %s (the run that failed):\n%s" % (problem, unit, "\n".join(logs[unit])),
-                             units=states, journal=logs)
-    return baseline
+def _settle(module, units, checks, interval, lines):
+    """Watch started units: each check, all running, none restarted; fail fast otherwise."""
+    baseline = None
+    for check in range(checks):
+        if check:
+            time.sleep(interval)
+        states = unit_states(module, units)
+        if baseline is None:
+            baseline = dict((u, restarts(states[u])) for u in units)
+        for unit in units:
+            problem = unit_problem(unit, states[unit], baseline[unit], 0)
+            if problem is None and states[unit].get("SubState") != "running" and check == checks - 1:
+                problem = "unit %s is still %s/%s" % (unit, states[unit].get("ActiveState"), states[unit].get("SubState"))
+            if problem:
+                logs, dummy = _evidence(module, [unit], lines, states)
+                module.fail_json(msg="%s\njournal of %s (the run that failed):\n%s" % (problem, unit, "\n".join(logs[unit])),
+                                 units=states, journal=logs)
 
 
 def main():
@@ -325,7 +324,6 @@ def main():
         plan.append(["systemctl", "enable", "--quiet", "--"] + to_enable)
 
     result = dict(changed=bool(plan), units=states, actions=[" ".join(a) for a in actions + plan], fresh=result_fresh)
-    settled_since = baseline = None
     if not module.check_mode:
         for argv in plan:
             if argv[1] == "stop" and drain_ports and "drained" not in result:
@@ -345,13 +343,7 @@ def main():
                     "".join("\njournal of %s (the run that failed):\n%s" % (u, "\n".join(lines)) for u, lines in logs.items())),
                     units=states, journal=logs, actions=result["actions"])
             if argv[1] == "start" and p["settle"]:
-                # The first check right after the start; the others count from it, so the time the units
-                # take to be enabled and disabled is part of the watch.
-                settled_since = time.monotonic()
-                baseline = _check(module, to_start, None, p["journal_lines"], p["settle"] == 1)
-        for check in range(1, p["settle"] if settled_since is not None else 0):
-            time.sleep(max(0.0, settled_since + check * p["settle_interval"] - time.monotonic()))
-            _check(module, to_start, baseline, p["journal_lines"], check == p["settle"] - 1)
+                _settle(module, to_start, p["settle"], p["settle_interval"], p["journal_lines"])
 
     changed_units = to_stop + to_start + to_disable + to_enable
     if module._diff:
