@@ -26,6 +26,7 @@ SERIES = {
     "v3-crash": ("v3", "Broken: imports a setting that was renamed (the API crashes at import)"),
     "v3-unhealthy": ("v3", "Broken: /health reads a check that does not exist (answers 500)"),
     "v3-badmigration": ("v3", "Broken: a migration indexes a column that does not exist"),
+    "v3-schedcrash": ("v3", "Broken: the scheduler imports a setting that was renamed (it crashes once its imports ran)"),
 }
 EXCLUDED = {"history", "build-repo.py", "README.md", "__pycache__"}
 GIT_ENV = {

@@ -83,6 +83,14 @@ options:
     description: Seconds between the I(settle) checks.
     type: float
     default: 0.5
+  settle_seconds:
+    description:
+      - Watch the units of I(started) for at least this many seconds after their start, however many I(settle) checks
+        that takes. A process that crashes once it has imported its code (a Python scheduler takes a second or more
+        to get there) is running until then, so a watch shorter than that misses it. 0 watches for the I(settle)
+        checks only.
+    type: float
+    default: 0
   enabled:
     description: Units to enable (their C([Install]) section wires them into their targets).
     type: list
@@ -225,23 +233,29 @@ def _evidence(module, units, lines, seen=None):
     return dict((u, journal(module, u, (seen or states)[u], lines)) for u in units), states
 
 
-def _settle(module, units, checks, interval, lines):
-    """Watch started units: each check, all running, none restarted; fail fast otherwise."""
+def _settle(module, units, checks, interval, lines, seconds=0.0):
+    """Watch started units for `checks` checks and at least `seconds`: all running, none restarted; fail fast otherwise."""
     baseline = None
-    for check in range(checks):
+    until = time.monotonic() + seconds
+    check = 0
+    while True:
         if check:
             time.sleep(interval)
+        last = check >= checks - 1 and time.monotonic() >= until
         states = unit_states(module, units)
         if baseline is None:
             baseline = dict((u, restarts(states[u])) for u in units)
         for unit in units:
             problem = unit_problem(unit, states[unit], baseline[unit], 0)
-            if problem is None and states[unit].get("SubState") != "running" and check == checks - 1:
+            if problem is None and states[unit].get("SubState") != "running" and last:
                 problem = "unit %s is still %s/%s" % (unit, states[unit].get("ActiveState"), states[unit].get("SubState"))
             if problem:
                 logs, dummy = _evidence(module, [unit], lines, states)
                 module.fail_json(msg="%s\njournal of %s (the run that failed):\n%s" % (problem, unit, "\n".join(logs[unit])),
                                  units=states, journal=logs)
+        if last:
+            return
+        check += 1
 
 
 def main():
@@ -257,6 +271,7 @@ def main():
             fresh_since=dict(type="str"),
             settle=dict(type="int", default=0),
             settle_interval=dict(type="float", default=0.5),
+            settle_seconds=dict(type="float", default=0),
             enabled=dict(type="list", elements="str", default=[]),
             disabled=dict(type="list", elements="str", default=[]),
             no_block=dict(type="bool", default=False),
@@ -271,8 +286,8 @@ def main():
     if both:
         module.fail_json(msg="units listed in opposite states: %s; list each unit once per pair "
                              "(stopped/started, enabled/disabled)" % ", ".join(both))
-    if p["settle"] < 0 or p["drain_timeout"] < 0:
-        module.fail_json(msg="settle and drain_timeout must be 0 or more")
+    if p["settle"] < 0 or p["drain_timeout"] < 0 or p["settle_seconds"] < 0:
+        module.fail_json(msg="settle, settle_seconds and drain_timeout must be 0 or more")
     actions = []
     if p["daemon_reload"]:
         actions.append(["systemctl", "daemon-reload"])
@@ -342,8 +357,8 @@ def main():
                     " ".join(argv), (err or out).strip(),
                     "".join("\njournal of %s (the run that failed):\n%s" % (u, "\n".join(lines)) for u, lines in logs.items())),
                     units=states, journal=logs, actions=result["actions"])
-            if argv[1] == "start" and p["settle"]:
-                _settle(module, to_start, p["settle"], p["settle_interval"], p["journal_lines"])
+            if argv[1] == "start" and (p["settle"] or p["settle_seconds"]):
+                _settle(module, to_start, max(p["settle"], 1), p["settle_interval"], p["journal_lines"], p["settle_seconds"])
 
     changed_units = to_stop + to_start + to_disable + to_enable
     if module._diff:

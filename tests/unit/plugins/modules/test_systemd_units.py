@@ -8,7 +8,7 @@ import pytest
 
 FAKE = '''#!/usr/bin/env python3
 """systemctl stand-in: unit states in STATE (json), every call appended to CALLS."""
-import json, pathlib, sys
+import json, pathlib, sys, time
 STATE = pathlib.Path(None)
 CALLS = STATE.with_name("calls.log")
 units = json.loads(STATE.read_text())
@@ -21,7 +21,8 @@ if verb == "show":
     blocks = []
     for name in names:
         u = units.get(name, {"LoadState": "not-found", "ActiveState": "inactive", "UnitFileState": ""})
-        if u.get("crashing") and u.get("ActiveState") == "active":
+        crashed = "crash_after" in u and time.time() - u.get("started_at", 0) >= u["crash_after"]
+        if (u.get("crashing") or crashed) and u.get("ActiveState") == "active":
             u["NRestarts"] = str(int(u.get("NRestarts", "0")) + 1)  # restarted again since the last look
             STATE.write_text(json.dumps(units))
         blocks.append("\\n".join("%s=%s" % kv for kv in dict({"Id": name, "SubState": "dead", "NRestarts": "0",
@@ -36,6 +37,7 @@ elif verb in ("start", "stop", "enable", "disable", "reset-failed"):
     for name in names:
         u = units.setdefault(name, {"LoadState": "loaded", "UnitFileState": "disabled"})
         if verb == "start":
+            u["started_at"] = time.time()
             u.update(ActiveState=u.get("start_to", "active"), SubState="running" if u.get("start_to", "active") == "active" else "failed")
         elif verb == "stop":
             u.update(ActiveState="inactive", SubState="dead")
@@ -196,3 +198,18 @@ def test_started_units_are_watched_and_a_crash_loop_fails_with_its_journal(modul
     systemd.set(scheduler_green={"ActiveState": "inactive", "UnitFileState": "disabled", "crashing": True})
     failed = run(module, systemd, started=["scheduler-green.service"], settle=3, settle_interval=0.05)
     assert failed["failed"] is True and "crash-looping" in failed["msg"] and "Traceback: boom" in failed["msg"]
+
+
+def test_settle_seconds_watches_long_enough_to_see_a_crash_after_start_up(module, systemd):
+    # The process runs for 0.4 s (its imports), then crash-loops: 3 checks 0.05 s apart miss it.
+    systemd.set(scheduler_green={"ActiveState": "inactive", "UnitFileState": "disabled", "crash_after": 0.4})
+    missed = run(module, systemd, started=["scheduler-green.service"], settle=3, settle_interval=0.05)
+    assert missed["_rc"] == 0
+    systemd.set(scheduler_green={"ActiveState": "inactive", "UnitFileState": "disabled", "crash_after": 0.4})
+    caught = run(module, systemd, started=["scheduler-green.service"], settle=3, settle_interval=0.05, settle_seconds=1.5)
+    assert caught["failed"] is True and "crash-looping" in caught["msg"] and "Traceback: boom" in caught["msg"]
+    systemd.set(scheduler_green={"ActiveState": "inactive", "UnitFileState": "disabled"})
+    steady = run(module, systemd, started=["scheduler-green.service"], settle=1, settle_interval=0.1, settle_seconds=0.5)
+    assert steady["_rc"] == 0
+    verbs = [c.split()[0] for c in systemd.calls()]
+    assert verbs[verbs.index("start"):].count("show") >= 5  # watched for 0.5 s, not one check
