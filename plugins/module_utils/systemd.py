@@ -6,6 +6,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import datetime
 import time
 
 UNIT_PROPERTIES = ("Id", "ActiveState", "SubState", "Result", "NRestarts", "LoadState", "UnitFileState",
@@ -32,6 +33,34 @@ def unit_states(module, units):
             current[key] = value
     # systemctl prints one block per unit, in the order asked.
     return dict((unit, blocks[i] if i < len(blocks) else {}) for i, unit in enumerate(units))
+
+
+def parse_utc(text):
+    """Seconds since the epoch of a UTC time such as 2026-11-23T10:00:00.000000Z, or None."""
+    for layout in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return datetime.datetime.strptime(text, layout).replace(tzinfo=datetime.timezone.utc).timestamp()
+        except (TypeError, ValueError):
+            pass
+    return None
+
+
+def started_at(state):
+    """Wall-clock time the unit's current run started (systemd records it on the monotonic clock), or None."""
+    try:
+        since_boot = int(state.get("InactiveExitTimestampMonotonic") or 0) / 1e6
+    except ValueError:
+        return None
+    if not since_boot:
+        return None
+    return time.time() - (time.monotonic() - since_boot)
+
+
+def running_since(state, since):
+    """Whether the unit runs, in a run started at or after `since` (seconds since the epoch)."""
+    started = started_at(state)
+    return (state.get("ActiveState") == "active" and state.get("SubState") == "running"
+            and started is not None and since is not None and started >= since)
 
 
 def restarts(state):

@@ -76,6 +76,13 @@ options:
         as I(releases), what M(botstack.deploy.release_info) returns - a view no other deploy can change before
         this one releases the lock, at no extra round trip.
     type: path
+  slot_units:
+    description:
+      - With I(app_root), the web and worker units of each slot, by slot name. The task returns,
+        per slot, those running since the slot got the release it holds (I(kept_running)) - so a rollback to a slot
+        kept running learns that its processes need no start, at no extra round trip.
+    type: dict
+    default: {}
 author:
   - botstack.deploy maintainers (@botstack)
 """
@@ -115,6 +122,11 @@ releases:
   type: dict
   sample: {"current": "v2-60fddc2ebe09", "current_slot": "green", "rollback_target": "v1-0a1b2c3d4e5f",
            "slots": {}, "releases": [], "pending_activation": null, "leftovers": []}
+kept_running:
+  description: With I(slot_units), per slot the units running in a run started since the slot got its release.
+  returned: state=acquired and app_root given
+  type: dict
+  sample: {"blue": ["botstack-api@blue.service"], "green": []}
 """
 
 import datetime
@@ -127,6 +139,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.botstack.deploy.plugins.module_utils.release import ReleaseError, ReleaseStore
+from ansible_collections.botstack.deploy.plugins.module_utils.systemd import parse_utc, running_since, unit_states
 
 
 def _now():
@@ -199,7 +212,15 @@ def acquire(module, p, store=None):
     result = dict(changed=False, holder=holder, taken_over=taken_over)
     if store is not None:
         result["releases"] = store.describe()
+        result["kept_running"] = _kept_running(module, p["slot_units"], result["releases"].get("slots") or {})
     module.exit_json(**result)
+
+
+def _kept_running(module, slot_units, slots):
+    units = [u for names in slot_units.values() for u in names or []]
+    states = unit_states(module, units)
+    return dict((slot, [u for u in names or [] if running_since(
+        states.get(u, {}), parse_utc((slots.get(slot) or {}).get("assigned")))]) for slot, names in slot_units.items())
 
 
 def _log(module, p):
@@ -274,6 +295,7 @@ def main():
             log_group=dict(type="str", default="root"),
             metrics_path=dict(type="path"),
             app_root=dict(type="path"),
+            slot_units=dict(type="dict", default={}),
         ),
         supports_check_mode=True,
     )
@@ -282,6 +304,12 @@ def main():
         module.fail_json(msg="owner must name who deploys (e.g. alice@laptop), got an empty string")
     if not os.path.isdir(os.path.dirname(p["path"]) or "/"):
         module.fail_json(msg="the directory of the lock file %s does not exist; apply the app role first" % p["path"])
+    if p["slot_units"] and not p["app_root"]:
+        module.fail_json(msg="slot_units needs app_root (the slots' releases tell since when a unit counts as kept running)")
+    bad = sorted(slot for slot, names in p["slot_units"].items()
+                 if not isinstance(names, list) or not all(isinstance(name, str) for name in names))
+    if bad:
+        module.fail_json(msg="slot_units: %s must each be a list of unit names" % ", ".join(bad))
     store = None
     if p["app_root"] and p["state"] == "acquired":
         try:

@@ -166,7 +166,6 @@ drained:
   sample: {"seconds": 1.5, "remaining": []}
 """
 
-import datetime
 import fnmatch
 import time
 
@@ -175,7 +174,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botstack.deploy.plugins.module_utils.systemd import (
     established,
     journal,
+    parse_utc,
     restarts,
+    running_since,
     unit_problem,
     unit_states,
 )
@@ -193,30 +194,10 @@ def _running_matching(module, pattern):
 
 
 def _parse_utc(module, text):
-    for layout in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
-        try:
-            moment = datetime.datetime.strptime(text, layout).replace(tzinfo=datetime.timezone.utc)
-            return moment.timestamp()
-        except ValueError:
-            pass
-    module.fail_json(msg="fresh_since must be a UTC time such as 2026-11-23T10:00:00.000000Z, got %r" % text)
-
-
-def _started_at(state):
-    """Wall-clock time the unit's current run started (systemd records it on the monotonic clock), or None."""
-    try:
-        since_boot = int(state.get("InactiveExitTimestampMonotonic") or 0) / 1e6
-    except ValueError:
-        return None
-    if not since_boot:
-        return None
-    return time.time() - (time.monotonic() - since_boot)
-
-
-def _fresh(state, since):
-    started = _started_at(state)
-    return (state.get("ActiveState") == "active" and state.get("SubState") == "running"
-            and started is not None and started >= since)
+    moment = parse_utc(text)
+    if moment is None:
+        module.fail_json(msg="fresh_since must be a UTC time such as 2026-11-23T10:00:00.000000Z, got %r" % text)
+    return moment
 
 
 def _drain(module, ports, timeout):
@@ -308,7 +289,7 @@ def main():
     restarted = p["restarted"]
     if p["fresh_since"] and restarted:
         since = _parse_utc(module, p["fresh_since"])
-        result_fresh = [u for u in restarted if _fresh(states[u], since)]
+        result_fresh = [u for u in restarted if running_since(states[u], since)]
         restarted = [u for u in restarted if u not in result_fresh]
     else:
         result_fresh = []

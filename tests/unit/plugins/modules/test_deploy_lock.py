@@ -108,3 +108,36 @@ def test_a_bad_app_root_fails_before_the_lock_is_taken(module, tmp_path):
     refused = _lock(module, tmp_path / ".deploy.lock", app_root=str(tmp_path / "file"))
     assert refused["failed"] is True and "is not a directory" in refused["msg"]
     assert not (tmp_path / ".deploy.lock").exists()
+
+
+SYSTEMCTL_SHOW = '''#!/usr/bin/env python3
+"""systemctl show stand-in: the api runs since now, the worker since an hour ago, the rest is stopped."""
+import sys, time
+now = int(time.monotonic() * 1e6)
+started = {"api@blue.service": now, "worker@blue.service": now - 3600 * 10**6}
+blocks = []
+for name in [a for a in sys.argv[2:] if not a.startswith("-")]:
+    running = name in started
+    blocks.append("Id=%s\\nActiveState=%s\\nSubState=%s\\nInactiveExitTimestampMonotonic=%d" % (
+        name, "active" if running else "inactive", "running" if running else "dead", started.get(name, 0)))
+print("\\n\\n".join(blocks))
+'''
+
+
+def test_the_lock_tells_which_units_run_since_their_slot_got_its_release(module, tmp_path):
+    root = tmp_path / "app"
+    assert module("release", {"app_root": str(root), "release_id": "r1", "status": "healthy"})["_rc"] == 0
+    assigned = module("release", {"app_root": str(root), "release_id": "r1", "state": "assigned", "slot": "blue"})
+    assert assigned["_rc"] == 0, assigned
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "systemctl").write_text(SYSTEMCTL_SHOW)
+    (bindir / "systemctl").chmod(0o755)
+    units = {"blue": ["api@blue.service", "worker@blue.service"], "green": ["api@green.service"]}
+    taken = module("deploy_lock", {"path": str(root / ".deploy.lock"), "owner": "alice@laptop", "app_root": str(root),
+                                   "slot_units": units}, extra_path=str(bindir))
+    assert taken["_rc"] == 0, taken
+    # The worker runs since before blue got r1 (an older release's process): it needs a start.
+    assert taken["kept_running"] == {"blue": ["api@blue.service"], "green": []}
+    refused = _lock(module, tmp_path / ".other.lock", slot_units=units)
+    assert refused["failed"] is True and "slot_units needs app_root" in refused["msg"]
