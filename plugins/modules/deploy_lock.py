@@ -76,6 +76,11 @@ options:
         as I(releases), what M(botstack.deploy.release_info) returns - a view no other deploy can change before
         this one releases the lock, at no extra round trip.
     type: path
+  config_path:
+    description:
+      - With I(state=acquired), return the first line of this file as I(config) (null when there is none) - the
+        botstack.deploy.app role's fingerprint of the configuration it last applied, read under the lock.
+    type: path
   slot_units:
     description:
       - With I(app_root), the web and worker units of each slot, by slot name. The task returns,
@@ -122,6 +127,11 @@ releases:
   type: dict
   sample: {"current": "v2-60fddc2ebe09", "current_slot": "green", "rollback_target": "v1-0a1b2c3d4e5f",
            "slots": {}, "releases": [], "pending_activation": null, "leftovers": []}
+config:
+  description: With I(config_path), the file's first line, or null when it does not exist.
+  returned: state=acquired and config_path given
+  type: str
+  sample: 3f1c0a9e5b7d
 kept_running:
   description: With I(slot_units), per slot the units running in a run started since the slot got its release.
   returned: state=acquired and app_root given
@@ -210,10 +220,22 @@ def acquire(module, p, store=None):
             module.fail_json(msg="deploy lock %s was taken by %s at the same moment; run again once it is free"
                                  % (p["path"], raced.get("owner")), holder=raced)
     result = dict(changed=False, holder=holder, taken_over=taken_over)
+    if p["config_path"]:
+        result["config"] = _first_line(p["config_path"])
     if store is not None:
         result["releases"] = store.describe()
         result["kept_running"] = _kept_running(module, p["slot_units"], result["releases"].get("slots") or {})
     module.exit_json(**result)
+
+
+def _first_line(path):
+    try:
+        with open(path) as handle:
+            return handle.readline().strip()
+    except IOError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
 
 
 def _kept_running(module, slot_units, slots):
@@ -295,6 +317,7 @@ def main():
             log_group=dict(type="str", default="root"),
             metrics_path=dict(type="path"),
             app_root=dict(type="path"),
+            config_path=dict(type="path"),
             slot_units=dict(type="dict", default={}),
         ),
         supports_check_mode=True,
@@ -303,7 +326,8 @@ def main():
     if not p["owner"].strip():
         module.fail_json(msg="owner must name who deploys (e.g. alice@laptop), got an empty string")
     if not os.path.isdir(os.path.dirname(p["path"]) or "/"):
-        module.fail_json(msg="the directory of the lock file %s does not exist; apply the app role first" % p["path"])
+        module.fail_json(msg="the directory of the lock file %s does not exist: apply the app role first (site.yml or "
+                             "playbooks/app.yml)" % p["path"])
     if p["slot_units"] and not p["app_root"]:
         module.fail_json(msg="slot_units needs app_root (the slots' releases tell since when a unit counts as kept running)")
     bad = sorted(slot for slot, names in p["slot_units"].items()

@@ -103,6 +103,16 @@ def test_the_lock_returns_the_releases_read_once_it_is_held(module, tmp_path):
     assert taken["releases"]["rollback_target"] == "r1"
 
 
+def test_the_lock_reads_the_configuration_fingerprint(module, tmp_path):
+    path = tmp_path / ".deploy.lock"
+    missing = _lock(module, path, config_path=str(tmp_path / ".app-config"))
+    assert missing["_rc"] == 0 and missing["config"] is None
+    _lock(module, path, state="released")
+    (tmp_path / ".app-config").write_text("3f1c0a9e5b7d\n")
+    taken = _lock(module, path, config_path=str(tmp_path / ".app-config"))
+    assert taken["config"] == "3f1c0a9e5b7d"
+
+
 def test_a_bad_app_root_fails_before_the_lock_is_taken(module, tmp_path):
     (tmp_path / "file").write_text("")
     refused = _lock(module, tmp_path / ".deploy.lock", app_root=str(tmp_path / "file"))
