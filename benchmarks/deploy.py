@@ -11,6 +11,8 @@ are always in flight at a switch):
   kept running   v2 -> v3 again with deploy_keep_previous_running=true (v2's web processes stay up),
                  then the rollback to v2, which gates them instead of starting new ones
   broken         v3-crash: the API crash-loops at import; the play must fail, v2 keep serving
+  broken scheduler  v3-schedcrash: API and worker pass the gate and take traffic, the scheduler
+                 crashes once its imports ran; the play must fail, v2 serve again
   seed           the same app on the same host run the seed way: systemctl stop, git checkout,
                  pip install -r, systemctl start (one shell script, the loop on its own port)
   kill trials    deploys killed (SIGKILL, whole process group) at a random point, each followed
@@ -228,6 +230,7 @@ def main() -> int:
                             url))
     rows += [
         measure("broken", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3-crash"), url),
+        measure("broken scheduler", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3-schedcrash"), url),
         measure("no-op (same version)", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v2"), url),
     ]
     if not args.quick:
