@@ -97,27 +97,30 @@ def journal(module, unit, state, lines):
     Given the state read when a failure was seen, a crash loop's evidence is the complete output of
     the run that crashed, not the beginning of the next attempt.
     """
+    by_unit = ["--unit", unit]
+    started_us = state.get("InactiveExitTimestampMonotonic") or "0"
+    if started_us.isdigit() and int(started_us) > 0:
+        # systemd's monotonic timestamps share CLOCK_MONOTONIC with time.monotonic().
+        started = time.time() - (time.monotonic() - int(started_us) / 1e6)
+        by_unit += ["--since", "@%d" % int(started - 1)]
     invocation = state.get("InvocationID") or ""
-    if len(invocation) == 32:
-        match = ["_SYSTEMD_INVOCATION_ID=%s" % invocation]
-    else:
-        match = ["--unit", unit]
-        started_us = state.get("InactiveExitTimestampMonotonic") or "0"
-        if started_us.isdigit() and int(started_us) > 0:
-            # systemd's monotonic timestamps share CLOCK_MONOTONIC with time.monotonic().
-            started_at = time.time() - (time.monotonic() - int(started_us) / 1e6)
-            match += ["--since", "@%d" % int(started_at - 1)]
-    command = ["journalctl", "--lines", str(lines), "--no-pager", "--output", "short-iso"] + match
+    queries = [["_SYSTEMD_INVOCATION_ID=%s" % invocation]] if len(invocation) == 32 else []
+    base = ["journalctl", "--lines", str(lines), "--no-pager", "--output", "short-iso"]
     # journald reads a unit's output from its stream asynchronously: the lines of a run that just
-    # ended can arrive a moment after systemd reports it failed (later on a busy host).
-    deadline = time.monotonic() + JOURNAL_WAIT
+    # ended can arrive a moment after systemd reports it failed (later on a busy host). Lines of a
+    # process that exited at once may lack the invocation id (its cgroup was gone when journald
+    # looked), so after a second the unit's lines since this run started count too.
+    began = time.monotonic()
     while True:
-        rc, out, err = module.run_command(command)
-        entries = [line for line in out.splitlines() if not line.startswith("-- ")]
-        if rc != 0 or entries or time.monotonic() >= deadline:
-            break
+        for match in queries + ([by_unit] if not queries or time.monotonic() - began >= 1.0 else []):
+            rc, out, err = module.run_command(base + match)
+            if rc != 0:
+                return err.splitlines()[-lines:]
+            if [line for line in out.splitlines() if not line.startswith("-- ")]:
+                return out.splitlines()[-lines:]
+        if time.monotonic() - began >= JOURNAL_WAIT:
+            return out.splitlines()[-lines:]
         time.sleep(0.25)
-    return (out if rc == 0 else err).splitlines()[-lines:]
 
 
 def established(module, ports):
