@@ -46,7 +46,8 @@ def parse_utc(text):
 
 
 def started_at(state):
-    """Wall-clock time the unit's current run started (systemd records it on the monotonic clock), or None."""
+    """Wall-clock time the unit's current run started, or None (systemd records it on CLOCK_MONOTONIC,
+    which time.monotonic() reads too)."""
     try:
         since_boot = int(state.get("InactiveExitTimestampMonotonic") or 0) / 1e6
     except ValueError:
@@ -98,10 +99,8 @@ def journal(module, unit, state, lines):
     the run that crashed, not the beginning of the next attempt.
     """
     by_unit = ["--unit", unit]
-    started_us = state.get("InactiveExitTimestampMonotonic") or "0"
-    if started_us.isdigit() and int(started_us) > 0:
-        # systemd's monotonic timestamps share CLOCK_MONOTONIC with time.monotonic().
-        started = time.time() - (time.monotonic() - int(started_us) / 1e6)
+    started = started_at(state)
+    if started is not None:
         by_unit += ["--since", "@%d" % int(started - 1)]
     invocation = state.get("InvocationID") or ""
     queries = [["_SYSTEMD_INVOCATION_ID=%s" % invocation]] if len(invocation) == 32 else []
