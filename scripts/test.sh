@@ -106,11 +106,18 @@ PY
 stage_molecule() {
   # A lane other than the first gets its own apt archive: apt locks the archive while it
   # downloads, and the archive is shared by every container of a lane.
-  if [[ -n "${LANE_ENV_FILE:-}" ]]; then
-    molecule --env-file "$LANE_ENV_FILE" test -s "$1"
-  else
-    molecule test -s "$1"
-  fi
+  local env_file=()
+  [[ -n "${LANE_ENV_FILE:-}" ]] && env_file=(--env-file "$LANE_ENV_FILE")
+  # Each line stamped with the epoch second, so that phase_times can tell where the time went.
+  molecule "${env_file[@]}" test -s "$1" 2>&1 | while IFS= read -r line || [[ -n $line ]]; do printf '%(%s)T %s\n' -1 "$line"; done
+}
+
+# "converge 210, idempotence 95, verify 694" from a molecule log's stamped phase lines.
+phase_times() {
+  awk '/\] Executing$/ { match($0, /> [a-z_]+\]/); phase = substr($0, RSTART + 2, RLENGTH - 3); start[phase] = $1 }
+       /\] Executed: / { match($0, /> [a-z_]+\]/); phase = substr($0, RSTART + 2, RLENGTH - 3)
+                         if (phase in start && phase != "destroy") { out = out sep phase " " $1 - start[phase]; sep = ", " } }
+       END { if (out != "") printf "  (%s)", out }' "$1"
 }
 
 # pytest's own totals ("== 23 passed, 1 skipped in 4.2s ==") from a stage's log: "passed failed skipped".
@@ -134,7 +141,7 @@ run_stage() {
   fi
   "$@" >"$log" 2>&1; rc=$?
   if ((rc == 0)); then
-    printf '[test] %-22s PASS  %4d s\n' "$name" $((SECONDS - t0))
+    printf '[test] %-22s PASS  %4d s%s\n' "$name" $((SECONDS - t0)) "$(phase_times "$log")"
     echo "$name PASS $((SECONDS - t0)) $log $(count_checks "$log")" >> "$logs/.results"
   else
     touch "$logs/.failed"
