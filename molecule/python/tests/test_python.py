@@ -29,6 +29,14 @@ def test_interpreter_is_the_requested_version(host):
     assert host.file(PYTHON).user == "botstack"
 
 
+def test_build_options_reach_python_build(host):
+    # python_build_configure_opts and python_build_env (the scenario's CFLAGS) are what configure saw.
+    config = host.check_output(f"{PYTHON} -c 'import sysconfig; print(sysconfig.get_config_var(\"CONFIG_ARGS\"))'")
+    assert "--disable-test-modules" in config
+    assert "CFLAGS=-O1 -g0" in config
+    assert host.run(f"{PYTHON} -c 'import test.support'").rc != 0
+
+
 @pytest.mark.parametrize("module", ["ssl", "sqlite3", "lzma", "ctypes", "bz2", "zlib", "readline", "uuid"])
 def test_standard_extension_modules_import(host, module):
     host.run_expect([0], f"{PYTHON} -c 'import {module}'")

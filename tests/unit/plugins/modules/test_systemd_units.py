@@ -201,12 +201,13 @@ def test_started_units_are_watched_and_a_crash_loop_fails_with_its_journal(modul
 
 
 def test_settle_seconds_watches_long_enough_to_see_a_crash_after_start_up(module, systemd):
-    # The process runs for 0.4 s (its imports), then crash-loops: 3 checks 0.05 s apart miss it.
-    systemd.set(scheduler_green={"ActiveState": "inactive", "UnitFileState": "disabled", "crash_after": 0.4})
+    # The process runs for 1.5 s (its imports), then crash-loops: 3 checks 0.05 s apart miss it (even
+    # on a loaded machine, where each check's fake systemctl takes a while).
+    systemd.set(scheduler_green={"ActiveState": "inactive", "UnitFileState": "disabled", "crash_after": 1.5})
     missed = run(module, systemd, started=["scheduler-green.service"], settle=3, settle_interval=0.05)
     assert missed["_rc"] == 0
-    systemd.set(scheduler_green={"ActiveState": "inactive", "UnitFileState": "disabled", "crash_after": 0.4})
-    caught = run(module, systemd, started=["scheduler-green.service"], settle=3, settle_interval=0.05, settle_seconds=1.5)
+    systemd.set(scheduler_green={"ActiveState": "inactive", "UnitFileState": "disabled", "crash_after": 1.5})
+    caught = run(module, systemd, started=["scheduler-green.service"], settle=3, settle_interval=0.05, settle_seconds=3)
     assert caught["failed"] is True and "crash-looping" in caught["msg"] and "Traceback: boom" in caught["msg"]
     systemd.set(scheduler_green={"ActiveState": "inactive", "UnitFileState": "disabled"})
     steady = run(module, systemd, started=["scheduler-green.service"], settle=1, settle_interval=0.1, settle_seconds=0.5)
