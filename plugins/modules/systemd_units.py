@@ -166,77 +166,9 @@ drained:
   sample: {"seconds": 1.5, "remaining": []}
 """
 
-import fnmatch
-import time
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.botstack.deploy.plugins.module_utils.systemd import (
-    established,
-    journal,
-    parse_utc,
-    restarts,
-    running_since,
-    unit_problem,
-    unit_states,
-)
-
-_RUNNING = ("active", "activating", "reloading")
-_ENABLED = ("enabled", "enabled-runtime", "alias", "linked", "linked-runtime")
-
-
-def _running_matching(module, pattern):
-    rc, out, err = module.run_command(["systemctl", "list-units", "--plain", "--no-legend", "--type=service",
-                                       "--state=" + ",".join(_RUNNING), pattern])
-    if rc != 0:
-        module.fail_json(msg="systemctl list-units %s failed: %s" % (pattern, (err or out).strip()))
-    return [line.split()[0] for line in out.splitlines() if line.split() and fnmatch.fnmatch(line.split()[0], pattern)]
-
-
-def _parse_utc(module, text):
-    moment = parse_utc(text)
-    if moment is None:
-        module.fail_json(msg="fresh_since must be a UTC time such as 2026-11-23T10:00:00.000000Z, got %r" % text)
-    return moment
-
-
-def _drain(module, ports, timeout):
-    started = time.monotonic()
-    remaining = established(module, ports)
-    while remaining and time.monotonic() - started < timeout:
-        time.sleep(0.25)
-        remaining = established(module, ports)
-    return {"seconds": round(time.monotonic() - started, 2), "remaining": remaining}
-
-
-def _evidence(module, units, lines, seen=None):
-    states = unit_states(module, units)
-    return dict((u, journal(module, u, (seen or states)[u], lines)) for u in units), states
-
-
-def _settle(module, units, checks, interval, lines, seconds=0.0):
-    """Watch started units for `checks` checks and at least `seconds`: all running, none restarted; fail fast otherwise."""
-    baseline = None
-    until = time.monotonic() + seconds
-    check = 0
-    while True:
-        if check:
-            time.sleep(interval)
-        last = check >= checks - 1 and time.monotonic() >= until
-        states = unit_states(module, units)
-        if baseline is None:
-            baseline = dict((u, restarts(states[u])) for u in units)
-        for unit in units:
-            problem = unit_problem(unit, states[unit], baseline[unit], 0)
-            if problem is None and states[unit].get("SubState") != "running" and last:
-                problem = "unit %s is still %s/%s" % (unit, states[unit].get("ActiveState"), states[unit].get("SubState"))
-            if problem:
-                logs, dummy = _evidence(module, [unit], lines, states)
-                module.fail_json(msg="%s\njournal of %s (the run that failed):\n%s" % (problem, unit, "\n".join(logs[unit])),
-                                 units=states, journal=logs)
-        if last:
-            return
-        check += 1
+from ansible_collections.botstack.deploy.plugins.module_utils.systemd import apply_units
 
 
 def main():
@@ -262,93 +194,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    p = module.params
-    both = sorted((set(p["stopped"]) & set(p["started"] + p["restarted"])) | (set(p["enabled"]) & set(p["disabled"])))
-    if both:
-        module.fail_json(msg="units listed in opposite states: %s; list each unit once per pair "
-                             "(stopped/started, enabled/disabled)" % ", ".join(both))
-    if p["settle"] < 0 or p["drain_timeout"] < 0 or p["settle_seconds"] < 0:
-        module.fail_json(msg="settle, settle_seconds and drain_timeout must be 0 or more")
-    actions = []
-    if p["daemon_reload"]:
-        actions.append(["systemctl", "daemon-reload"])
-        if not module.check_mode:
-            module.run_command(["systemctl", "daemon-reload"], check_rc=True)
-
-    stray = []
-    if p["stopped_matching"]:
-        spared = set(p["keep"]) | set(p["started"]) | set(p["restarted"])
-        stray = [u for u in _running_matching(module, p["stopped_matching"]) if u not in spared]
-    every = list(dict.fromkeys(p["stopped"] + stray + p["restarted"] + p["started"] + p["enabled"] + p["disabled"]))
-    states = unit_states(module, every)
-    missing = sorted(u for u in every if states[u].get("LoadState") == "not-found" and u not in stray)
-    if missing:
-        module.fail_json(msg="no such unit: %s (is the app role applied, and the unit name right?)" % ", ".join(missing),
-                         units=states)
-
-    restarted = p["restarted"]
-    if p["fresh_since"] and restarted:
-        since = _parse_utc(module, p["fresh_since"])
-        result_fresh = [u for u in restarted if running_since(states[u], since)]
-        restarted = [u for u in restarted if u not in result_fresh]
-    else:
-        result_fresh = []
-    to_stop = [u for u in list(dict.fromkeys(p["stopped"] + stray + restarted))
-               if states[u].get("ActiveState") in _RUNNING]
-    to_start = list(dict.fromkeys(restarted + [u for u in p["started"] if states[u].get("ActiveState") != "active"]))
-    to_disable = [u for u in p["disabled"] if states[u].get("UnitFileState") in _ENABLED]
-    to_enable = [u for u in p["enabled"] if states[u].get("UnitFileState") not in _ENABLED]
-    drain_ports = sorted(set(int(port) for u in to_stop for port in (p["drain"].get(u) or [])))
-    plan = []
-    if to_stop:
-        # Units restarted here must be gone before they start again: never --no-block for them.
-        waited = set(restarted) | set(p["stop_waited"])
-        queued = [u for u in to_stop if u not in waited] if p["no_block"] else []
-        if queued:
-            plan.append(["systemctl", "stop", "--no-block", "--"] + queued)
-        if len(queued) < len(to_stop):
-            plan.append(["systemctl", "stop", "--"] + [u for u in to_stop if u not in queued])
-    if to_start:
-        # A deliberate start clears the unit's failed state and its start-rate counter, so rapid
-        # deploys never meet StartLimitBurst (crash loops are caught by the gate instead).
-        plan.append(["systemctl", "reset-failed", "--"] + to_start)
-        plan.append(["systemctl", "start", "--"] + to_start)
-    if to_disable:
-        # The enable that follows reloads systemd once for both.
-        plan.append(["systemctl", "disable", "--quiet"] + (["--no-reload"] if to_enable else []) + ["--"] + to_disable)
-    if to_enable:
-        plan.append(["systemctl", "enable", "--quiet", "--"] + to_enable)
-
-    result = dict(changed=bool(plan), units=states, actions=[" ".join(a) for a in actions + plan], fresh=result_fresh)
-    if not module.check_mode:
-        for argv in plan:
-            if argv[1] == "stop" and drain_ports and "drained" not in result:
-                result["drained"] = _drain(module, drain_ports, p["drain_timeout"])
-                if result["drained"]["remaining"]:
-                    module.warn("stopping %s with %d connection(s) still open after %ss of draining"
-                                % (", ".join(to_stop), len(result["drained"]["remaining"]), p["drain_timeout"]))
-            rc, out, err = module.run_command(argv)
-            if rc != 0 and argv[1] == "reset-failed":
-                continue  # nothing to reset (the unit never failed) is fine
-            if rc != 0:
-                failed = to_start if argv[1] == "start" else []
-                logs, after = _evidence(module, list(failed), p["journal_lines"])
-                logs = dict((u, lines) for u, lines in logs.items() if after[u].get("ActiveState") != "active")
-                module.fail_json(msg="%s failed: %s%s" % (
-                    " ".join(argv), (err or out).strip(),
-                    "".join("\njournal of %s (the run that failed):\n%s" % (u, "\n".join(lines)) for u, lines in logs.items())),
-                    units=states, journal=logs, actions=result["actions"])
-            if argv[1] == "start" and (p["settle"] or p["settle_seconds"]):
-                _settle(module, to_start, max(p["settle"], 1), p["settle_interval"], p["journal_lines"], p["settle_seconds"])
-
-    changed_units = to_stop + to_start + to_disable + to_enable
-    if module._diff:
-        result["diff"] = dict(
-            before="".join("%s: %s %s\n" % (u, states[u].get("ActiveState"), states[u].get("UnitFileState"))
-                           for u in changed_units),
-            after="".join("%s: %s\n" % (u, "stopped" if u in to_stop else "started" if u in to_start
-                                        else "disabled" if u in to_disable else "enabled") for u in changed_units))
-    module.exit_json(**result)
+    module.exit_json(**apply_units(module, module.params))
 
 
 if __name__ == "__main__":

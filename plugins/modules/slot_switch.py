@@ -1,0 +1,214 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: botstack.deploy contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: slot_switch
+short_description: Make a started slot live in one call - old workers stopped, boot units swapped, current switched, local nginx entry
+version_added: 0.1.0
+description:
+  - The blue/green switch of the deploy role as one module run (one round trip where three modules take three),
+    in the order the three steps take when run apart, each with the same guarantees as the module it shares its
+    code with.
+  - First the units (M(botstack.deploy.systemd_units)) - I(stopped) are stopped without waiting for them (old
+    workers finish the task in hand on their own time), I(disabled) and I(enabled) swap the units started at boot.
+  - Then the release (M(botstack.deploy.release) with I(state=active) or I(state=rolled_back)) - C(current)
+    switches to I(slot), which must run I(release_id) already; the lineage and status are recorded.
+  - Last, when I(upstream) is given, this host's entry of the nginx upstream on this same host
+    (M(botstack.deploy.nginx_upstream_server)) - written atomically, C(nginx -t), graceful reload; the previous
+    entry is put back when nginx rejects the new one. A balancer on other hosts keeps the separate, delegated
+    M(botstack.deploy.nginx_upstream_server) task.
+  - A failing step fails the task with its module's message; the steps before it stay done, as when the three
+    modules run one after the other. Each step is idempotent, so a repeated or interrupted run ends where one clean
+    run ends.
+  - In check mode only the release step runs (it reports the switch); units and nginx are left alone.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: partial
+    details: Reports the release switch; the unit and nginx steps are skipped.
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
+options:
+  app_root:
+    description: The application root holding C(releases/), C(slots/) and C(current).
+    type: path
+    required: true
+  release_id:
+    description:
+      - The release to make live. With I(state=rolled_back), omit it to roll back to the previous healthy release.
+    type: str
+  state:
+    description: C(active) for a deploy, C(rolled_back) for a rollback (the release left is marked failed).
+    type: str
+    choices: [active, rolled_back]
+    default: active
+  slot:
+    description: The slot (colour) that runs I(release_id) and becomes live.
+    type: str
+    required: true
+  status:
+    description: Status recorded with the switch (I(state=active) only), e.g. C(healthy) after the gate.
+    type: str
+    choices: [pending, ready, healthy, failed]
+  force:
+    description: Activate a release marked failed (I(state=active)), or one not complete.
+    type: bool
+    default: false
+  stopped:
+    description: Units stopped without waiting for them to end (the old slot's workers).
+    type: list
+    elements: str
+    default: []
+  enabled:
+    description: Units enabled (started at boot), the new slot's.
+    type: list
+    elements: str
+    default: []
+  disabled:
+    description: Units disabled, the old slot's.
+    type: list
+    elements: str
+    default: []
+  upstream:
+    description:
+      - This host's entry of the nginx upstream on this same host, pointed at the new slot's port after the switch.
+    type: dict
+    suboptions:
+      dir:
+        description: The upstream's directory.
+        type: path
+        required: true
+      name:
+        description: The app host's entry (its inventory name).
+        type: str
+        required: true
+      address:
+        description: Address nginx reaches the app on.
+        type: str
+        required: true
+      port:
+        description: The new slot's port.
+        type: int
+        required: true
+author:
+  - botstack.deploy maintainers (@botstack)
+"""
+
+EXAMPLES = r"""
+- name: Make slot green live with v2, the proxy on this host pointed at it
+  botstack.deploy.slot_switch:
+    app_root: /opt/botstack
+    release_id: v2
+    slot: green
+    status: healthy
+    stopped: [botstack-worker@blue-1.service]
+    enabled: [botstack-api@green.service, botstack-worker@green-1.service]
+    disabled: [botstack-api@blue.service, botstack-worker@blue-1.service]
+    upstream:
+      dir: /etc/nginx/botstack/upstream-botstack.d
+      name: app1
+      address: 127.0.0.1
+      port: 8002
+
+- name: Roll back to the previous healthy release, running on slot blue
+  botstack.deploy.slot_switch:
+    app_root: /opt/botstack
+    state: rolled_back
+    slot: blue
+"""
+
+RETURN = r"""
+units:
+  description: The unit step's result (as M(botstack.deploy.systemd_units) returns it); absent in check mode.
+  returned: when not in check mode
+  type: dict
+release:
+  description: The release step's result (as M(botstack.deploy.release) returns it).
+  returned: always
+  type: dict
+upstream:
+  description: The nginx step's result (as M(botstack.deploy.nginx_upstream_server) returns it).
+  returned: when I(upstream) is given and not in check mode
+  type: dict
+actions:
+  description: What was done (or would be done in check mode), in order.
+  returned: always
+  type: list
+  elements: str
+  sample: ["systemctl stop --no-block -- botstack-worker@blue-1.service", "switch current: blue (v1) -> green (v2)",
+           "server 127.0.0.1:8002;"]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.botstack.deploy.plugins.module_utils.nginx_upstream import apply_entry
+from ansible_collections.botstack.deploy.plugins.module_utils.release import STATE_OPTIONS, STATUSES, run_release
+from ansible_collections.botstack.deploy.plugins.module_utils.systemd import apply_units
+
+_UNIT_DEFAULTS = dict(stopped_matching=None, keep=[], drain={}, drain_timeout=60, started=[], restarted=[],
+                      fresh_since=None, settle=0, settle_interval=0.5, settle_seconds=0, no_block=True,
+                      stop_waited=[], daemon_reload=False, journal_lines=30)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            app_root=dict(type="path", required=True),
+            release_id=dict(type="str"),
+            state=dict(type="str", default="active", choices=["active", "rolled_back"]),
+            slot=dict(type="str", required=True),
+            status=dict(type="str", choices=list(STATUSES)),
+            force=dict(type="bool", default=False),
+            stopped=dict(type="list", elements="str", default=[]),
+            enabled=dict(type="list", elements="str", default=[]),
+            disabled=dict(type="list", elements="str", default=[]),
+            upstream=dict(type="dict", options=dict(
+                dir=dict(type="path", required=True),
+                name=dict(type="str", required=True),
+                address=dict(type="str", required=True),
+                port=dict(type="int", required=True),
+            )),
+        ),
+        required_if=[("state", "active", ["release_id"])],
+        supports_check_mode=True,
+    )
+    p = module.params
+    if p["status"] is not None and p["state"] != "active":
+        module.fail_json(msg="status is recorded by a deploy (state=active); a rollback keeps the status of the "
+                             "release it returns to: remove status")
+
+    result = dict(changed=False, actions=[])
+    diffs = []
+
+    def record(name, step):
+        result[name] = step
+        result["changed"] = result["changed"] or bool(step.get("changed"))
+        result["actions"].extend(step.get("actions") or ([step["server"]] if step.get("changed") and "server" in step
+                                                         else []))
+        if "diff" in step:
+            diffs.append(step.pop("diff"))
+
+    if not module.check_mode:
+        units = dict(_UNIT_DEFAULTS, stopped=p["stopped"], enabled=p["enabled"], disabled=p["disabled"])
+        record("units", apply_units(module, units))
+    release = dict.fromkeys(set().union(*STATE_OPTIONS.values()))
+    release.update(app_root=p["app_root"], release_id=p["release_id"], state=p["state"], slot=p["slot"],
+                   status=p["status"], force=p["force"])
+    record("release", run_release(module, release))
+    if p["upstream"] and not module.check_mode:
+        record("upstream", apply_entry(module, dict(p["upstream"], down=False, reload=True)))
+    if module._diff and diffs:
+        result["diff"] = diffs
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
