@@ -20,7 +20,7 @@ are always in flight at a switch):
 
 Prints a table; asserts nothing.
 
-    .venv/bin/python benchmarks/deploy.py [--kill-trials 20] [--mitogen] [--keep] [--quick] [--profile] [--repeat N]
+    .venv/bin/python benchmarks/deploy.py [--kill-trials 20] [--kill-only] [--mitogen] [--keep] [--quick] [--profile] [--repeat N]
 
 --repeat N runs the kept-running pair (code only, then the rollback to the kept slot) N times and
 prints the median, lowest and highest of each: on a shared machine one run can be off by a second.
@@ -171,7 +171,9 @@ def kill_trials(base, extra_env, url, trials: int, rng: random.Random) -> dict:
     with Traffic(url, SITE, rate=20, slow_every=2, slow_seconds=3) as traffic:
         for trial in range(trials):
             version = "v2" if trial % 2 == 0 else "v3"
-            proc = subprocess.Popen(playbook(base, extra_env, "deploy.yml", "-e", f"deploy_version={version}"),
+            # v3 may be marked failed (the rollbacks above return from it): a retried deploy forces it, as an operator would.
+            deploy = playbook(base, extra_env, "deploy.yml", "-e", f"deploy_version={version}", "-e", "deploy_force=true")
+            proc = subprocess.Popen(deploy,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(), cwd=ROOT,
                                     start_new_session=True)
             try:
@@ -181,8 +183,7 @@ def kill_trials(base, extra_env, url, trials: int, rng: random.Random) -> dict:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 outcomes["killed"] += 1
-            recovery = subprocess.run(playbook(base, extra_env, "deploy.yml", "-e", f"deploy_version={version}"),
-                                      capture_output=True, text=True, env=env(), cwd=ROOT, check=False)
+            recovery = subprocess.run(deploy, capture_output=True, text=True, env=env(), cwd=ROOT, check=False)
             outcomes["recovered" if recovery.returncode == 0 else "recovery_failed"] += 1
     report = traffic.report
     row = {"case": f"kill trials ({trials})", "seconds": round(time.monotonic() - started, 1),
@@ -194,6 +195,31 @@ def kill_trials(base, extra_env, url, trials: int, rng: random.Random) -> dict:
     return row
 
 
+def releases(base, extra_env, url: str, keep: str, repeat: int) -> list[dict]:
+    """The release cases, in order, from v1 live."""
+    rows = [
+        measure("deps changed", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v2"), url),
+        measure("code only", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3"), url),
+        measure("rollback", playbook(base, extra_env, "rollback.yml"), url),
+        # v3 was rolled back from (marked failed), so it goes out again with deploy_force.
+        measure("code only, previous kept running",
+                playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3", "-e", "deploy_force=true", "-e", keep), url),
+        measure("rollback to the kept slot", playbook(base, extra_env, "rollback.yml", "-e", keep), url),
+    ]
+    for run in range(2, repeat + 1):
+        rows.append(measure(f"code only, previous kept running ({run})",
+                            playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3", "-e", "deploy_force=true",
+                                     "-e", keep), url))
+        rows.append(measure(f"rollback to the kept slot ({run})", playbook(base, extra_env, "rollback.yml", "-e", keep),
+                            url))
+    rows += [
+        measure("broken", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3-crash"), url),
+        measure("broken scheduler", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3-schedcrash"), url),
+        measure("no-op (same version)", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v2"), url),
+    ]
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kill-trials", type=int, default=20)
@@ -201,6 +227,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="leave the host up afterwards")
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--quick", action="store_true", help="the releases only: no seed procedure, no kill trials")
+    parser.add_argument("--kill-only", action="store_true", help="the kill trials only (after the converge)")
     parser.add_argument("--profile", action="store_true", help="print each release's slowest tasks")
     parser.add_argument("--reuse", action="store_true", help="measure on the host a --keep run left (v1 live)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of the kept-running pair (median, min, max)")
@@ -213,27 +240,11 @@ def main() -> int:
     url = f"https://{ip}"
     ssh_target = ["ssh", "-i", str(KEY), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                   "-o", "LogLevel=ERROR", f"root@{ip}"]
-    rows = [
-        measure("deps changed", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v2"), url),
-        measure("code only", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3"), url),
-        measure("rollback", playbook(base, extra_env, "rollback.yml"), url),
-        # v3 was rolled back from (marked failed), so it goes out again with deploy_force.
-        measure("code only, previous kept running",
-                playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3", "-e", "deploy_force=true", "-e", keep), url),
-        measure("rollback to the kept slot", playbook(base, extra_env, "rollback.yml", "-e", keep), url),
-    ]
-    for run in range(2, args.repeat + 1):
-        rows.append(measure(f"code only, previous kept running ({run})",
-                            playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3", "-e", "deploy_force=true",
-                                     "-e", keep), url))
-        rows.append(measure(f"rollback to the kept slot ({run})", playbook(base, extra_env, "rollback.yml", "-e", keep),
-                            url))
-    rows += [
-        measure("broken", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3-crash"), url),
-        measure("broken scheduler", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3-schedcrash"), url),
-        measure("no-op (same version)", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v2"), url),
-    ]
-    if not args.quick:
+    if args.kill_only:
+        rows = [kill_trials(base, extra_env, url, args.kill_trials, random.Random(args.seed))]
+    else:
+        rows = releases(base, extra_env, url, keep, args.repeat)
+    if not args.quick and not args.kill_only:
         prepare_seed(ssh_target)
         rows.append(measure("seed", seed_deploy(ssh_target, "v3"), f"http://{ip}:{SEED_PORT}", ""))
         rows.append(kill_trials(base, extra_env, url, args.kill_trials, random.Random(args.seed)))

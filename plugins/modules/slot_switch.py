@@ -11,7 +11,7 @@ module: slot_switch
 short_description: Make a started slot live in one call - old workers stopped, boot units swapped, current switched, local nginx entry
 version_added: 0.1.0
 description:
-  - The blue/green switch of the deploy role as one module run (one round trip where three modules take three),
+  - The blue/green switch of the deploy role as one module run (one round trip instead of three),
     in the order the three steps take when run apart, each with the same guarantees as the module it shares its
     code with.
   - First the units (M(botstack.deploy.systemd_units)) - I(stopped) are stopped without waiting for them (old
