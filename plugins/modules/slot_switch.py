@@ -191,8 +191,10 @@ def main():
     def record(name, step):
         result[name] = step
         result["changed"] = result["changed"] or bool(step.get("changed"))
-        result["actions"].extend(step.get("actions") or ([step["server"]] if step.get("changed") and "server" in step
-                                                         else []))
+        actions = step.get("actions")
+        if actions is None and step.get("changed"):  # the nginx entry's result names its server line instead
+            actions = [step["server"]]
+        result["actions"].extend(actions or [])
         if "diff" in step:
             diffs.append(step.pop("diff"))
 
