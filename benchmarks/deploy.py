@@ -8,8 +8,9 @@ are always in flight at a switch):
   deps changed   v1 -> v2: a new dependency (a new venv) and a new column (a migration)
   code only      v2 -> v3: the same lock file (the venv is reused)
   rollback       v3 -> v2 (playbooks/rollback.yml)
-  kept running   v2 -> v3 again with deploy_keep_previous_running=true (v2's web processes stay up),
-                 then the rollback to v2, which gates them instead of starting new ones
+  kept running   v2 -> v3.N with deploy_keep_previous_running=true (v2's web processes stay up): v3.N
+                 is v3 plus one commit (a new release, code only), tagged on the host's repository
+                 first; then the rollback to v2, which gates the kept processes instead of starting new ones
   broken         v3-crash: the API crash-loops at import; the play must fail, v2 keep serving
   broken scheduler  v3-schedcrash: API and worker pass the gate and take traffic, the scheduler
                  crashes once its imports ran; the play must fail, v2 serve again
@@ -195,22 +196,29 @@ def kill_trials(base, extra_env, url, trials: int, rng: random.Random) -> dict:
     return row
 
 
-def releases(base, extra_env, url: str, keep: str, repeat: int) -> list[dict]:
+def code_change(ssh_target: list[str], run: int) -> str:
+    """Tag v3.<run> on the host's repository: v3 plus one commit changing a comment (code only, same lock file)."""
+    tag = f"v3.{run}"
+    sh(*ssh_target, f"set -e; rm -rf /tmp/bench-work; git clone -q /srv/git/botapp.git /tmp/bench-work; "
+                    f"cd /tmp/bench-work; git checkout -q v3; echo '# bench change {run}' >> botapp/__init__.py; "
+                    f"git -c user.name=bench -c user.email=bench@localhost commit -q -am 'bench change {run}'; "
+                    f"git tag -f {tag}; git push -q -f origin {tag}; rm -rf /tmp/bench-work")
+    return tag
+
+
+def releases(base, extra_env, url: str, keep: str, repeat: int, ssh_target: list[str]) -> list[dict]:
     """The release cases, in order, from v1 live."""
     rows = [
         measure("deps changed", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v2"), url),
         measure("code only", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3"), url),
         measure("rollback", playbook(base, extra_env, "rollback.yml"), url),
-        # v3 was rolled back from (marked failed), so it goes out again with deploy_force.
-        measure("code only, previous kept running",
-                playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3", "-e", "deploy_force=true", "-e", keep), url),
-        measure("rollback to the kept slot", playbook(base, extra_env, "rollback.yml", "-e", keep), url),
     ]
-    for run in range(2, repeat + 1):
-        rows.append(measure(f"code only, previous kept running ({run})",
-                            playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3", "-e", "deploy_force=true",
-                                     "-e", keep), url))
-        rows.append(measure(f"rollback to the kept slot ({run})", playbook(base, extra_env, "rollback.yml", "-e", keep),
+    for run in range(1, repeat + 1):
+        suffix = f" ({run})" if run > 1 else ""
+        tag = code_change(ssh_target, run)
+        rows.append(measure(f"code only, previous kept running{suffix}",
+                            playbook(base, extra_env, "deploy.yml", "-e", f"deploy_version={tag}", "-e", keep), url))
+        rows.append(measure(f"rollback to the kept slot{suffix}", playbook(base, extra_env, "rollback.yml", "-e", keep),
                             url))
     rows += [
         measure("broken", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3-crash"), url),
@@ -243,7 +251,7 @@ def main() -> int:
     if args.kill_only:
         rows = [kill_trials(base, extra_env, url, args.kill_trials, random.Random(args.seed))]
     else:
-        rows = releases(base, extra_env, url, keep, args.repeat)
+        rows = releases(base, extra_env, url, keep, args.repeat, ssh_target)
     if not args.quick and not args.kill_only:
         prepare_seed(ssh_target)
         rows.append(measure("seed", seed_deploy(ssh_target, "v3"), f"http://{ip}:{SEED_PORT}", ""))

@@ -152,11 +152,14 @@ def _parse_utc(module, text):
     return moment
 
 
-def _drain(module, ports, timeout):
+def _drain(module, ports, timeout, watch=None):
+    """Wait until no connection to ports is established (at most timeout s); started units are watched meanwhile."""
     started = time.monotonic()
     remaining = established(module, ports)
     while remaining and time.monotonic() - started < timeout:
         time.sleep(0.25)
+        if watch:
+            watch.check()
         remaining = established(module, ports)
     return {"seconds": round(time.monotonic() - started, 2), "remaining": remaining}
 
@@ -166,29 +169,39 @@ def _evidence(module, units, lines, seen=None):
     return dict((u, journal(module, u, (seen or states)[u], lines)) for u in units), states
 
 
-def _settle(module, units, checks, interval, lines, seconds=0.0):
-    """Watch started units for `checks` checks and at least `seconds`: all running, none restarted; fail fast otherwise."""
-    baseline = None
-    until = time.monotonic() + seconds
-    check = 0
-    while True:
-        if check:
-            time.sleep(interval)
-        last = check >= checks - 1 and time.monotonic() >= until
-        states = unit_states(module, units)
-        if baseline is None:
-            baseline = dict((u, restarts(states[u])) for u in units)
-        for unit in units:
-            problem = unit_problem(unit, states[unit], baseline[unit], 0)
+class _Watch(object):
+    """Units just started, looked at again and again: all running, none restarted since the first look; a
+    problem fails the task at once, with the unit's journal of that start."""
+
+    def __init__(self, module, units, lines):
+        self.module, self.units, self.lines = module, units, lines
+        self.baseline = None
+        self.count = 0
+
+    def check(self, last=False):
+        states = unit_states(self.module, self.units)
+        if self.baseline is None:
+            self.baseline = dict((u, restarts(states[u])) for u in self.units)
+        self.count += 1
+        for unit in self.units:
+            problem = unit_problem(unit, states[unit], self.baseline[unit], 0)
             if problem is None and states[unit].get("SubState") != "running" and last:
                 problem = "unit %s is still %s/%s" % (unit, states[unit].get("ActiveState"), states[unit].get("SubState"))
             if problem:
-                logs, dummy = _evidence(module, [unit], lines, states)
-                module.fail_json(msg="%s\njournal of %s (the run that failed):\n%s" % (problem, unit, "\n".join(logs[unit])),
-                                 units=states, journal=logs)
+                logs, dummy = _evidence(self.module, [unit], self.lines, states)
+                self.module.fail_json(msg="%s\njournal of %s (the run that failed):\n%s" % (problem, unit, "\n".join(logs[unit])),
+                                      units=states, journal=logs)
+
+
+def _settle(watch, checks, interval, until):
+    """Go on watching until `checks` checks were made and the clock reached `until`."""
+    while True:
+        if watch.count:
+            time.sleep(interval)
+        last = watch.count >= checks - 1 and time.monotonic() >= until
+        watch.check(last)
         if last:
             return
-        check += 1
 
 
 def apply_units(module, p):
@@ -229,21 +242,23 @@ def apply_units(module, p):
     to_start = list(dict.fromkeys(restarted + [u for u in p["started"] if states[u].get("ActiveState") != "active"]))
     to_disable = [u for u in p["disabled"] if states[u].get("UnitFileState") in _ENABLED]
     to_enable = [u for u in p["enabled"] if states[u].get("UnitFileState") not in _ENABLED]
-    drain_ports = sorted(set(int(port) for u in to_stop for port in (p["drain"].get(u) or [])))
-    plan = []
-    if to_stop:
-        # Units restarted here must be gone before they start again: never --no-block for them.
-        waited = set(restarted) | set(p["stop_waited"])
-        queued = [u for u in to_stop if u not in waited] if p["no_block"] else []
-        if queued:
-            plan.append(["systemctl", "stop", "--no-block", "--"] + queued)
-        if len(queued) < len(to_stop):
-            plan.append(["systemctl", "stop", "--"] + [u for u in to_stop if u not in queued])
+    # Units restarted here must be gone before they start again: never --no-block for them.
+    waited = set(restarted) | set(p["stop_waited"])
+    queued = [u for u in to_stop if u not in waited] if p["no_block"] else []
+    stops = []
+    if queued:
+        stops.append(["systemctl", "stop", "--no-block", "--"] + queued)
+    if len(queued) < len(to_stop):
+        stops.append(["systemctl", "stop", "--"] + [u for u in to_stop if u not in queued])
+    # With stop_last, only the stops their successors wait for come first; the others follow the start.
+    late = [argv for argv in stops if p["stop_last"] and not waited.intersection(argv[2:])]
+    plan = [argv for argv in stops if argv not in late]
     if to_start:
         # A deliberate start clears the unit's failed state and its start-rate counter, so rapid
         # deploys never meet StartLimitBurst (crash loops are caught by the gate instead).
         plan.append(["systemctl", "reset-failed", "--"] + to_start)
         plan.append(["systemctl", "start", "--"] + to_start)
+    plan.extend(late)
     if to_disable:
         # The enable that follows reloads systemd once for both.
         plan.append(["systemctl", "disable", "--quiet"] + (["--no-reload"] if to_enable else []) + ["--"] + to_disable)
@@ -251,13 +266,24 @@ def apply_units(module, p):
         plan.append(["systemctl", "enable", "--quiet", "--"] + to_enable)
 
     result = dict(changed=bool(plan), units=states, actions=[" ".join(a) for a in actions + plan], fresh=result_fresh)
+    watch, until = None, 0
+    settling = to_start and (p["settle"] or p["settle_seconds"])
     if not module.check_mode:
         for argv in plan:
-            if argv[1] == "stop" and drain_ports and "drained" not in result:
-                result["drained"] = _drain(module, drain_ports, p["drain_timeout"])
-                if result["drained"]["remaining"]:
-                    module.warn("stopping %s with %d connection(s) still open after %ss of draining"
-                                % (", ".join(to_stop), len(result["drained"]["remaining"]), p["drain_timeout"]))
+            if argv[1] == "stop":
+                stopping = argv[argv.index("--") + 1:]
+                ports = sorted(set(int(port) for u in stopping for port in (p["drain"].get(u) or [])))
+                if ports:
+                    drained = _drain(module, ports, p["drain_timeout"], watch)
+                    if drained["remaining"]:
+                        module.warn("stopping %s with %d connection(s) still open after %ss of draining"
+                                    % (", ".join(stopping), len(drained["remaining"]), p["drain_timeout"]))
+                    before = result.get("drained", {"seconds": 0, "remaining": []})
+                    result["drained"] = {"seconds": round(before["seconds"] + drained["seconds"], 2),
+                                         "remaining": before["remaining"] + drained["remaining"]}
+                if watch:  # the started units settle before the rest stops (stop_last)
+                    _settle(watch, max(p["settle"], 1), p["settle_interval"], until)
+                    watch = None
             rc, out, err = module.run_command(argv)
             if rc != 0 and argv[1] == "reset-failed":
                 continue  # nothing to reset (the unit never failed) is fine
@@ -269,8 +295,12 @@ def apply_units(module, p):
                     " ".join(argv), (err or out).strip(),
                     "".join("\njournal of %s (the run that failed):\n%s" % (u, "\n".join(lines)) for u, lines in logs.items())),
                     units=states, journal=logs, actions=result["actions"])
-            if argv[1] == "start" and (p["settle"] or p["settle_seconds"]):
-                _settle(module, to_start, max(p["settle"], 1), p["settle_interval"], p["journal_lines"], p["settle_seconds"])
+            if argv[1] == "start" and settling:
+                watch, until = _Watch(module, to_start, p["journal_lines"]), time.monotonic() + p["settle_seconds"]
+                watch.check()
+                if not late:
+                    _settle(watch, max(p["settle"], 1), p["settle_interval"], until)
+                    watch = None
 
     changed_units = to_stop + to_start + to_disable + to_enable
     if module._diff:

@@ -164,199 +164,20 @@ journal:
   type: dict
 """
 
-import json
-import time
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.common.text.converters import to_text
-from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
-from ansible.module_utils.urls import open_url
 
-from ansible_collections.botstack.deploy.plugins.module_utils.systemd import (
-    journal,
-    restarts,
-    unit_problem,
-    unit_states,
-)
-
-BODY_LIMIT = 65536
-SHOWN_BODY = 2000
-
-
-def _field(data, dotted):
-    for part in dotted.split("."):
-        if isinstance(data, dict) and part in data:
-            data = data[part]
-        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
-            data = data[int(part)]
-        else:
-            raise KeyError(dotted)
-    return data
-
-
-def _same(actual, expected):
-    if type(actual) is type(expected):
-        return actual == expected
-    if isinstance(actual, bool) or isinstance(expected, bool):
-        return str(actual).lower() == str(expected).lower()
-    return to_text(actual) == to_text(expected)
-
-
-def probe(params):
-    """One request: returns (healthy, status, error, body)."""
-    status, body = None, ""
-    try:
-        response = open_url(
-            params["url"], method=params["method"], headers=params["headers"],
-            validate_certs=params["validate_certs"], timeout=params["request_timeout"],
-            unix_socket=params["unix_socket"], follow_redirects="none",
-        )
-        status = response.getcode()
-        body = to_text(response.read(BODY_LIMIT), errors="replace")
-    except HTTPError as exc:
-        status = exc.code
-        try:
-            body = to_text(exc.read(BODY_LIMIT), errors="replace")
-        except Exception:  # pylint: disable=broad-except
-            body = ""
-    except (URLError, OSError, ValueError) as exc:
-        return False, None, "request failed: %s" % to_text(getattr(exc, "reason", exc)), ""
-    if status not in params["status_codes"]:
-        return False, status, "status %s not in %s" % (status, params["status_codes"]), body
-    if params["json_field"]:
-        try:
-            value = _field(json.loads(body), params["json_field"])
-        except ValueError:
-            return False, status, "body is not JSON", body
-        except KeyError:
-            return False, status, "JSON field %r missing" % params["json_field"], body
-        if not _same(value, params["json_value"]):
-            return False, status, "JSON field %r is %r, expected %r" % (
-                params["json_field"], value, params["json_value"]), body
-    return True, status, None, body
-
-
-def _settled(module, states, reason, wait=5.0):
-    """Unit states whose runs are over, so their journal is complete.
-
-    A crash loop seen through its restart counter may already be in its next attempt, whose
-    output is not all there yet: wait (briefly) for that attempt to end too.
-    """
-    if not reason or "crash-looping" not in reason:
-        return states
-    looping = [u for u in states if (" %s " % u) in (" %s " % reason)]
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if all(states[u].get("SubState") not in ("running", "start", "start-pre", "start-post") for u in looping):
-            return states
-        time.sleep(0.25)
-        states = dict(states, **unit_states(module, looping))
-    return states
-
-
-def _validate(module):
-    p = module.params
-    if p["url"] is None and not p["units"]:
-        module.fail_json(msg="give url (an http(s) health endpoint), units (systemd units to watch), or both")
-    if p["url"] is not None and not p["url"].lower().startswith(("http://", "https://")):
-        module.fail_json(msg='url must be an http(s) URL, got "%s"' % p["url"])
-    for option in ("timeout", "request_timeout"):
-        if p[option] <= 0:
-            module.fail_json(msg="%s must be greater than 0, got %s" % (option, p[option]))
-    if p["interval"] < 0:
-        module.fail_json(msg="interval must not be negative, got %s" % p["interval"])
-    if p["successes"] < 1:
-        module.fail_json(msg="successes must be at least 1, got %s" % p["successes"])
-    if p["max_restarts"] < 0:
-        module.fail_json(msg="max_restarts must be 0 or more, got %s" % p["max_restarts"])
-    if p["json_field"] and p["json_value"] is None:
-        module.fail_json(msg="json_value is required with json_field (the value %s must have)" % p["json_field"])
+from ansible_collections.botstack.deploy.plugins.module_utils.health import GATE_OPTIONS, gate_error, run_gate
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            url=dict(type="str"),
-            unix_socket=dict(type="path"),
-            method=dict(type="str", default="GET", choices=["GET", "HEAD"]),
-            status_codes=dict(type="list", elements="int", default=[200]),
-            json_field=dict(type="str"),
-            json_value=dict(type="raw"),
-            successes=dict(type="int", default=3),
-            interval=dict(type="float", default=1.0),
-            timeout=dict(type="float", default=60.0),
-            request_timeout=dict(type="float", default=5.0),
-            headers=dict(type="dict", default={}, no_log=True),
-            validate_certs=dict(type="bool", default=True),
-            units=dict(type="list", elements="str", default=[], aliases=["unit"]),
-            max_restarts=dict(type="int", default=0),
-            journal_lines=dict(type="int", default=30),
-        ),
-        supports_check_mode=True,
-    )
-    _validate(module)
-    p = module.params
-    start = time.monotonic()
-    deadline = start + p["timeout"]
-    attempts = consecutive = 0
-    status, error, body = None, None, ""
-    states, baseline = {}, {}
-    reason = None
-    while True:
-        states = unit_states(module, p["units"])
-        for unit in p["units"]:
-            baseline.setdefault(unit, restarts(states[unit]))
-            reason = unit_problem(unit, states[unit], baseline[unit], p["max_restarts"])
-            if reason:
-                break
-        if reason:
-            break
-        attempts += 1
-        if p["url"]:
-            healthy, status, error, body = probe(p)
-        else:
-            waiting = [u for u in p["units"] if states[u].get("SubState") != "running"]
-            healthy, error = not waiting, ("not running yet: %s" % ", ".join(waiting)) if waiting else None
-        consecutive = consecutive + 1 if healthy else 0
-        if consecutive >= p["successes"]:
-            break
-        if time.monotonic() + p["interval"] > deadline:
-            reason = "no %d consecutive healthy %s within %ss" % (
-                p["successes"], "answers" if p["url"] else "checks", p["timeout"])
-            break
-        time.sleep(p["interval"])
-
-    result = dict(
-        changed=False,
-        attempts=attempts,
-        elapsed=round(time.monotonic() - start, 3),
-        consecutive=consecutive,
-        last_status=status,
-        last_error=error,
-        last_body=body[:SHOWN_BODY],
-    )
-    seen = _settled(module, states, reason)
-    if p["units"]:
-        result["unit_state"] = unit_states(module, p["units"]) if reason else states
-    if reason is None:
-        module.exit_json(**result)
-    evidence = ["health gate failed for %s: %s" % (p["url"] or ", ".join(p["units"]), reason),
-                "attempts %d, elapsed %.1fs, last status %s, last error: %s"
-                % (attempts, result["elapsed"], status, error)]
-    if body:
-        evidence.append("last body: %s" % body[:500])
-    if p["units"]:
-        # The journal of the unit that failed; when the answers failed, of the unit serving them.
-        culprits = [u for u in p["units"] if reason and (" %s " % u) in (" %s " % reason)] or p["units"][:1]
-        result["journal"] = {}
-        for unit in p["units"]:
-            state = result["unit_state"][unit]
-            shown = dict((k, v) for k, v in state.items() if k in ("ActiveState", "SubState", "Result", "NRestarts"))
-            evidence.append("unit %s: %s" % (unit, shown))
-        for unit in culprits:
-            result["journal"][unit] = journal(module, unit, seen.get(unit) or result["unit_state"][unit], p["journal_lines"])
-            evidence.append("journal of %s (the run that failed):\n%s" % (unit, "\n".join(result["journal"][unit])))
-    module.fail_json(msg="\n".join(evidence), **result)
+    module = AnsibleModule(argument_spec=GATE_OPTIONS, supports_check_mode=True)
+    error = gate_error(module.params)
+    if error:
+        module.fail_json(msg=error)
+    result, failure = run_gate(module, module.params)
+    if failure:
+        module.fail_json(msg=failure, changed=False, **result)
+    module.exit_json(changed=False, **result)
 
 
 if __name__ == "__main__":

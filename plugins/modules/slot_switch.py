@@ -11,9 +11,11 @@ module: slot_switch
 short_description: Make a started slot live in one call - old workers stopped, boot units swapped, current switched, local nginx entry
 version_added: 0.1.0
 description:
-  - The blue/green switch of the deploy role as one module run (one round trip instead of three),
-    in the order the three steps take when run apart, each with the same guarantees as the module it shares its
+  - The blue/green switch of the deploy role as one module run (one round trip instead of four),
+    in the order the steps take when run apart, each with the same guarantees as the module it shares its
     code with.
+  - Given I(gates), first the new slot is gated (M(botstack.deploy.health_gate), one gate after the other);
+    a gate that fails fails the task with its evidence before anything changes.
   - First the units (M(botstack.deploy.systemd_units)) - I(stopped) are stopped without waiting for them (old
     workers finish the task in hand on their own time), I(disabled) and I(enabled) swap the units started at boot.
   - Then the release (M(botstack.deploy.release) with I(state=active) or I(state=rolled_back)) - C(current)
@@ -25,13 +27,13 @@ description:
   - A failing step fails the task with its module's message; the steps before it stay done, as when the three
     modules run one after the other. Each step is idempotent, so a repeated or interrupted run ends where one clean
     run ends.
-  - In check mode only the release step runs (it reports the switch); units and nginx are left alone.
+  - In check mode only the release step runs (it reports the switch); gates, units and nginx are left alone.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: partial
-    details: Reports the release switch; the unit and nginx steps are skipped.
+    details: Reports the release switch; the gate, unit and nginx steps are skipped.
   diff_mode:
     support: full
   platform:
@@ -62,6 +64,49 @@ options:
     description: Activate a release marked failed (I(state=active)), or one not complete.
     type: bool
     default: false
+  gates:
+    description:
+      - Health gates the new slot passes before anything is switched, as M(botstack.deploy.health_gate) runs them
+        (see its options), one per web process.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      url:
+        description: C(http://) or C(https://) URL to poll; without it, only I(units) are watched.
+        type: str
+      status_codes:
+        description: Status codes that count as healthy.
+        type: list
+        elements: int
+        default: [200]
+      json_field:
+        description: Dotted path of a field in the JSON body that must equal I(json_value).
+        type: str
+      json_value:
+        description: Expected value of I(json_field).
+        type: raw
+      successes:
+        description: Consecutive healthy answers (or checks of the units, without I(url)) required.
+        type: int
+        default: 3
+      interval:
+        description: Seconds between attempts.
+        type: float
+        default: 1.0
+      timeout:
+        description: Seconds after which the gate fails.
+        type: float
+        default: 60.0
+      request_timeout:
+        description: Seconds one request may take.
+        type: float
+        default: 5.0
+      units:
+        description: systemd units watched meanwhile; the gate fails fast when one fails, crash-loops or stops.
+        type: list
+        elements: str
+        default: []
   stopped:
     description: Units stopped without waiting for them to end (the old slot's workers).
     type: list
@@ -118,14 +163,24 @@ EXAMPLES = r"""
       address: 127.0.0.1
       port: 8002
 
-- name: Roll back to the previous healthy release, running on slot blue
+- name: Roll back to the previous healthy release kept running on slot blue, once it answers
   botstack.deploy.slot_switch:
     app_root: /opt/botstack
     state: rolled_back
     slot: blue
+    gates:
+      - url: http://127.0.0.1:8001/health
+        successes: 1
+        interval: 0.25
+        units: [botstack-api@blue.service]
 """
 
 RETURN = r"""
+gates:
+  description: Each gate's result (as M(botstack.deploy.health_gate) returns it), in order.
+  returned: when I(gates) are given and not in check mode
+  type: list
+  elements: dict
 units:
   description: The unit step's result (as M(botstack.deploy.systemd_units) returns it); absent in check mode.
   returned: when not in check mode
@@ -138,6 +193,11 @@ upstream:
   description: The nginx step's result (as M(botstack.deploy.nginx_upstream_server) returns it).
   returned: when I(upstream) is given and not in check mode
   type: dict
+failed_step:
+  description: C(gate) when a gate failed (nothing was changed then).
+  returned: on failure of a gate
+  type: str
+  sample: gate
 actions:
   description: What was done (or would be done in check mode), in order.
   returned: always
@@ -149,13 +209,19 @@ actions:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.botstack.deploy.plugins.module_utils.health import GATE_OPTIONS, gate_error, run_gate
 from ansible_collections.botstack.deploy.plugins.module_utils.nginx_upstream import apply_entry
 from ansible_collections.botstack.deploy.plugins.module_utils.release import STATE_OPTIONS, STATUSES, run_release
 from ansible_collections.botstack.deploy.plugins.module_utils.systemd import apply_units
 
 _UNIT_DEFAULTS = dict(stopped_matching=None, keep=[], drain={}, drain_timeout=60, started=[], restarted=[],
                       fresh_since=None, settle=0, settle_interval=0.5, settle_seconds=0, no_block=True,
-                      stop_waited=[], daemon_reload=False, journal_lines=30)
+                      stop_waited=[], stop_last=False, daemon_reload=False,
+                      journal_lines=30)
+# The gate options a switch takes; the others keep health_gate's defaults.
+_GATE_KEYS = ("url", "status_codes", "json_field", "json_value", "successes", "interval", "timeout",
+              "request_timeout", "units")
+_GATE_DEFAULTS = dict((k, v.get("default")) for k, v in GATE_OPTIONS.items() if k not in _GATE_KEYS)
 
 
 def main():
@@ -167,6 +233,9 @@ def main():
             slot=dict(type="str", required=True),
             status=dict(type="str", choices=list(STATUSES)),
             force=dict(type="bool", default=False),
+            gates=dict(type="list", elements="dict", default=[],
+                       options=dict((k, dict((o, v) for o, v in GATE_OPTIONS[k].items() if o != "aliases"))
+                                    for k in _GATE_KEYS)),
             stopped=dict(type="list", elements="str", default=[]),
             enabled=dict(type="list", elements="str", default=[]),
             disabled=dict(type="list", elements="str", default=[]),
@@ -185,8 +254,21 @@ def main():
         module.fail_json(msg="status is recorded by a deploy (state=active); a rollback keeps the status of the "
                              "release it returns to: remove status")
 
+    gates = [dict(_GATE_DEFAULTS, **gate) for gate in p["gates"]]
+    for number, gate in enumerate(gates, 1):
+        error = gate_error(gate)
+        if error:
+            module.fail_json(msg="gates[%d]: %s" % (number, error))
+
     result = dict(changed=False, actions=[])
     diffs = []
+    if gates and not module.check_mode:
+        result["gates"] = []
+        for gate in gates:
+            outcome, failure = run_gate(module, gate)
+            result["gates"].append(outcome)
+            if failure:
+                module.fail_json(msg=failure, failed_step="gate", **result)
 
     def record(name, step):
         result[name] = step

@@ -16,7 +16,7 @@ description:
     switch touches every process of two slots, so this is what keeps a deploy fast.
   - The order is always I(stopped) (after draining), then I(started) (then watched for I(settle) checks),
     then I(disabled), then I(enabled); each list is acted on in one C(systemctl) call, and only for the units
-    not already in the requested state.
+    not already in the requested state. With I(stop_last), the stops not waited for come after the start instead.
   - A unit that fails to start, or fails, crash-loops or stops while it settles, fails the task with the
     unit's state and its journal since that start.
   - Read-only in check mode (reports what would change).
@@ -114,6 +114,13 @@ options:
     type: list
     elements: str
     default: []
+  stop_last:
+    description:
+      - Stop the units queued with I(no_block) only once the units of I(started) settled, their connections
+        (I(drain)) finishing meanwhile - the previous slot keeps serving while its successor's singleton is watched,
+        and stays up when that fails. The stops waited for (I(stop_waited), I(restarted)) still come first.
+    type: bool
+    default: false
   daemon_reload:
     description: Run C(systemctl daemon-reload) first.
     type: bool
@@ -189,6 +196,7 @@ def main():
             disabled=dict(type="list", elements="str", default=[]),
             no_block=dict(type="bool", default=False),
             stop_waited=dict(type="list", elements="str", default=[]),
+            stop_last=dict(type="bool", default=False),
             daemon_reload=dict(type="bool", default=False),
             journal_lines=dict(type="int", default=30),
         ),

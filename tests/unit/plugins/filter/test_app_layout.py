@@ -10,6 +10,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[4]))
 from ansible.errors import AnsibleFilterError  # noqa: E402
 
 from ansible_collections.botstack.deploy.plugins.filter.app_layout import app_layout, exec_start  # noqa: E402
+from ansible_collections.botstack.deploy.plugins.filter.slot_gates import slot_gates  # noqa: E402
 
 PROCESSES = [
     {"name": "api", "kind": "web", "port": 8001, "command": ".venv/bin/uvicorn app:app --host {bind} --port {port}",
@@ -62,3 +63,21 @@ def test_bad_process_lists_are_named(processes, fragment):
     with pytest.raises(AnsibleFilterError, match=r"^app_processes") as error:
         app_layout(spec(processes=processes))
     assert fragment in str(error.value)
+
+
+def test_slot_gates_one_per_web_process_on_the_slot_port_watching_the_workers():
+    gates = slot_gates(app_layout(spec()), "green", successes=3, interval=0.25, timeout=60, request_timeout=5)
+    assert gates == [{"url": "http://127.0.0.1:8002/health", "status_codes": [200], "json_field": "status",
+                      "json_value": "healthy", "successes": 3, "interval": 0.25, "timeout": 60.0,
+                      "request_timeout": 5.0,
+                      "units": ["bot-api@green.service", "bot-worker-1@green.service", "bot-worker-2@green.service"]}]
+
+
+def test_slot_gates_of_kept_processes_need_one_answer_and_watch_the_workers_given():
+    layout = app_layout(spec(bind_address="::"))
+    gates = slot_gates(layout, "blue", kept=["bot-api@blue.service"], workers=[])
+    assert gates[0]["successes"] == 1 and gates[0]["units"] == ["bot-api@blue.service"]
+    assert gates[0]["url"] == "http://127.0.0.1:8001/health"
+    assert slot_gates(app_layout(spec(bind_address="fd00::5")), "blue")[0]["url"] == "http://[fd00::5]:8001/health"
+    with pytest.raises(AnsibleFilterError, match="unknown slot 'red'; the slots are blue, green"):
+        slot_gates(layout, "red")

@@ -2,8 +2,11 @@
 against the stand-in systemctl of the systemd_units tests and a stand-in nginx."""
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import socketserver
+import threading
 
 import pytest
 from test_systemd_units import systemd  # noqa: F401 - the stand-in systemctl fixture
@@ -15,6 +18,28 @@ if [ "$1 $2" = "-t -q" ] && grep -q no-such-host {upstream}/*.conf; then
 fi
 exit 0
 """
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def do_GET(self):  # noqa: N802 - http.server naming
+        code = 200 if self.path == "/health" else 500
+        body = json.dumps({"status": "healthy" if code == 200 else "down"}).encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Health)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
 
 
 @pytest.fixture
@@ -117,4 +142,52 @@ def test_bad_input_fails_before_anything_changes(host, systemd):  # noqa: F811
     assert refused.get("failed") is True and "remove status" in refused["msg"]
     missing = host.switch(release_id=None)
     assert missing.get("failed") is True and "release_id" in missing["msg"]
+    assert systemd.units() == before and os.readlink(host.app_root / "current") == "slots/blue"
+
+
+def test_the_gate_passes_first_then_the_switch_runs(host, systemd, server):  # noqa: F811
+    gate = {"url": server + "/health", "json_field": "status", "json_value": "healthy", "successes": 2,
+            "interval": 0.05, "timeout": 5, "units": ["api-green.service", "worker-green.service"]}
+    result = host.switch(gates=[gate])
+    assert result["_rc"] == 0, result
+    assert result["gates"][0]["consecutive"] == 2 and result["gates"][0]["last_status"] == 200
+    assert os.readlink(host.app_root / "current") == "slots/green"
+    assert host.entry.read_text().endswith("server 127.0.0.1:8002;\n")
+
+
+def test_a_failed_gate_fails_with_its_evidence_before_anything_changes(host, systemd, server):  # noqa: F811
+    before = systemd.units()
+    result = host.switch(gates=[{"url": server + "/broken", "interval": 0.05, "timeout": 0.5,
+                                 "units": ["api-green.service"]}])
+    assert result.get("failed") is True and result["failed_step"] == "gate", result
+    assert "health gate failed for %s/broken" % server in result["msg"] and "status 500" in result["msg"]
+    assert '"down"' in result["msg"] and "journal of api-green.service" in result["msg"]
+    assert systemd.units() == before
+    assert os.readlink(host.app_root / "current") == "slots/blue"
+    assert host.manifest("v2")["status"] == "ready"
+    assert host.entry.read_text() == "server 127.0.0.1:8001;\n" and not host.nginx_log.exists()
+
+
+def test_a_crash_looping_process_fails_the_gate_fast(host, systemd, server):  # noqa: F811
+    units = systemd.units()
+    units["worker-green.service"]["crashing"] = True
+    systemd.set(**{name[:-len(".service")].replace("-", "_"): unit for name, unit in units.items()})
+    result = host.switch(gates=[{"url": server + "/health", "interval": 0.05, "timeout": 30,
+                                 "units": ["api-green.service", "worker-green.service"]}])
+    assert result.get("failed") is True and "unit worker-green.service is crash-looping" in result["msg"], result
+    assert result["gates"][0]["elapsed"] < 10
+    assert os.readlink(host.app_root / "current") == "slots/blue"
+
+
+def test_check_mode_does_not_gate(host, server):
+    result = host.switch(check=True, gates=[{"url": server + "/broken", "timeout": 0.5}])
+    assert result["_rc"] == 0 and result["changed"] is True and "gates" not in result, result
+
+
+def test_a_bad_gate_fails_before_anything_changes(host, systemd):  # noqa: F811
+    before = systemd.units()
+    result = host.switch(gates=[{"units": ["api-green.service"]}, {"url": "ftp://x/health"}])
+    assert result.get("failed") is True and result["msg"] == 'gates[2]: url must be an http(s) URL, got "ftp://x/health"'
+    result = host.switch(gates=[{"url": "http://127.0.0.1:1/health", "successes": 0}])
+    assert result["msg"] == "gates[1]: successes must be at least 1, got 0"
     assert systemd.units() == before and os.readlink(host.app_root / "current") == "slots/blue"

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+import time
 
 import pytest
 
@@ -187,6 +189,45 @@ def test_a_waited_stop_ends_before_its_successor_starts_while_the_rest_is_queued
                                  "systemctl stop -- scheduler-blue.service",
                                  "systemctl reset-failed -- scheduler-green.service",
                                  "systemctl start -- scheduler-green.service"]
+
+
+def _busy_port_for(systemd, seconds):
+    """An ss stand-in that reports one established connection for the next `seconds`."""
+    until = time.time() + seconds
+    ss = os.path.join(systemd.path, "ss")
+    with open(ss, "w") as handle:
+        handle.write("#!/bin/sh\n[ $(date +%%s) -lt %d ] && echo 'ESTAB 0 0 127.0.0.1:8001 127.0.0.1:50000'\nexit 0\n"
+                     % (int(until) + 1))
+
+
+def test_stop_last_moves_the_singleton_first_and_stops_the_rest_once_it_settled(module, systemd):
+    systemd.set(api_blue={"ActiveState": "active"}, worker_blue={"ActiveState": "active"},
+                scheduler_blue={"ActiveState": "active"}, scheduler_green={"ActiveState": "inactive"})
+    _busy_port_for(systemd, 1)
+    result = run(module, systemd, stopped=["api-blue.service", "worker-blue.service", "scheduler-blue.service"],
+                 stop_waited=["scheduler-blue.service"], started=["scheduler-green.service"], no_block=True,
+                 stop_last=True, drain={"api-blue.service": [8001]}, settle=3, settle_interval=0.05, settle_seconds=1)
+    assert result["_rc"] == 0, result
+    assert result["actions"] == ["systemctl stop -- scheduler-blue.service",
+                                 "systemctl reset-failed -- scheduler-green.service",
+                                 "systemctl start -- scheduler-green.service",
+                                 "systemctl stop --no-block -- api-blue.service worker-blue.service"]
+    assert result["drained"]["remaining"] == [] and result["drained"]["seconds"] > 0
+    verbs = [c.split()[0] for c in systemd.calls()]
+    # watched while the connections drained, not only after
+    assert verbs[verbs.index("start"):].count("show") >= 3 and verbs[-1] == "stop"
+
+
+def test_stop_last_leaves_the_rest_running_when_the_started_unit_fails_to_settle(module, systemd):
+    systemd.set(api_blue={"ActiveState": "active"}, scheduler_blue={"ActiveState": "active"},
+                scheduler_green={"ActiveState": "inactive", "crash_after": 0.3})
+    failed = run(module, systemd, stopped=["api-blue.service", "scheduler-blue.service"],
+                 stop_waited=["scheduler-blue.service"], started=["scheduler-green.service"], no_block=True,
+                 stop_last=True, settle=3, settle_interval=0.05, settle_seconds=2)
+    assert failed["failed"] is True and "crash-looping" in failed["msg"], failed
+    units = systemd.units()
+    assert units["api-blue.service"]["ActiveState"] == "active"  # the previous slot still serves
+    assert units["scheduler-blue.service"]["ActiveState"] == "inactive"
 
 
 def test_started_units_are_watched_and_a_crash_loop_fails_with_its_journal(module, systemd):
