@@ -113,7 +113,7 @@ PROFILE = False  # --profile: print each playbook's slowest tasks (ansible.posix
 def measure(label: str, argv: list[str], url: str, host_header: str = SITE) -> dict:
     run_env = env()
     if PROFILE and argv[0] == "env":
-        run_env.update(ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks", PROFILE_TASKS_TASK_OUTPUT_LIMIT="12")
+        run_env.update(ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks", PROFILE_TASKS_TASK_OUTPUT_LIMIT=os.environ.get("PROFILE_TASKS_TASK_OUTPUT_LIMIT", "12"))
     started = time.monotonic()
     with Traffic(url, host_header, rate=20, slow_every=1, slow_seconds=3) as traffic:
         result = subprocess.run(argv, capture_output=True, text=True, env=run_env, cwd=ROOT, check=False)

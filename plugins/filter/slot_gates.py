@@ -49,6 +49,10 @@ options:
     description: Seconds one request may take.
     type: float
     default: 5
+  settle_seconds:
+    description: Seconds every watched unit's main process must have run before a gate passes.
+    type: float
+    default: 0
 """
 
 EXAMPLES = r"""
@@ -64,7 +68,7 @@ RETURN = r"""
 _value:
   description: >-
     One dict per web process - C(url), C(status_codes), C(json_field), C(json_value), C(successes), C(interval),
-    C(timeout), C(request_timeout), C(units).
+    C(timeout), C(request_timeout), C(units), C(settle_seconds).
   type: list
   elements: dict
 """
@@ -72,7 +76,8 @@ _value:
 from ansible.errors import AnsibleFilterError
 
 
-def slot_gates(layout, slot, kept=None, workers=None, successes=3, interval=0.25, timeout=60, request_timeout=5):
+def slot_gates(layout, slot, kept=None, workers=None, successes=3, interval=0.25, timeout=60, request_timeout=5,
+               settle_seconds=0):
     """The health gates of a slot, one per web process (as the health_gate module and slot_switch's gates take
     them): its health endpoint on the slot's port, its unit and the slot's workers watched meanwhile. A process
     in kept (running since its slot got the release, gated then) needs one healthy answer."""
@@ -95,6 +100,7 @@ def slot_gates(layout, slot, kept=None, workers=None, successes=3, interval=0.25
             "timeout": float(timeout),
             "request_timeout": float(request_timeout),
             "units": [unit] + [u for u in watched if u != unit],
+            "settle_seconds": float(settle_seconds),
         })
     return gates
 

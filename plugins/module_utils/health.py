@@ -17,6 +17,7 @@ from ansible.module_utils.urls import open_url
 from ansible_collections.botstack.deploy.plugins.module_utils.systemd import (
     journal,
     restarts,
+    started_at,
     unit_problem,
     unit_states,
 )
@@ -40,6 +41,7 @@ GATE_OPTIONS = dict(
     validate_certs=dict(type="bool", default=True),
     units=dict(type="list", elements="str", default=[], aliases=["unit"]),
     max_restarts=dict(type="int", default=0),
+    settle_seconds=dict(type="float", default=0.0),
     journal_lines=dict(type="int", default=30),
 )
 
@@ -115,6 +117,14 @@ def _settled(module, states, reason, wait=5.0):
     return states
 
 
+def _ran_for(state):
+    """Seconds the unit's main process has run (0 when it is not running)."""
+    started = started_at(state, process=True)
+    if started is None or state.get("ActiveState") != "active":
+        return 0.0
+    return time.time() - started
+
+
 def gate_error(p):
     """What is wrong with the options of one gate (None when nothing)."""
     if p["url"] is None and not p["units"]:
@@ -128,6 +138,10 @@ def gate_error(p):
         return "interval must not be negative, got %s" % p["interval"]
     if p["successes"] < 1:
         return "successes must be at least 1, got %s" % p["successes"]
+    if not 0 <= p["settle_seconds"] < p["timeout"]:
+        return "settle_seconds must be 0 or more and less than timeout (%s), got %s" % (p["timeout"], p["settle_seconds"])
+    if p["settle_seconds"] and not p["units"]:
+        return "settle_seconds is how long the units must have run: give units too"
     if p["max_restarts"] < 0:
         return "max_restarts must be 0 or more, got %s" % p["max_restarts"]
     if p["json_field"] and p["json_value"] is None:
@@ -159,11 +173,16 @@ def run_gate(module, p):
             waiting = [u for u in p["units"] if states[u].get("SubState") != "running"]
             healthy, error = not waiting, ("not running yet: %s" % ", ".join(waiting)) if waiting else None
         consecutive = consecutive + 1 if healthy else 0
-        if consecutive >= p["successes"]:
+        # A process that crashes once its imports ran is still running a second later: watched
+        # units must have run settle_seconds before the gate passes.
+        young = [u for u in p["units"] if _ran_for(states[u]) < p["settle_seconds"]] if p["settle_seconds"] else []
+        if consecutive >= p["successes"] and not young:
             break
         if time.monotonic() + p["interval"] > deadline:
             reason = "no %d consecutive healthy %s within %ss" % (
                 p["successes"], "answers" if p["url"] else "checks", p["timeout"])
+            if consecutive >= p["successes"]:
+                reason = "%s did not run %ss within %ss" % (", ".join(young), p["settle_seconds"], p["timeout"])
             break
         time.sleep(p["interval"])
 

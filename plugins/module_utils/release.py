@@ -33,6 +33,7 @@ import contextlib
 import datetime
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -57,6 +58,43 @@ _TEMP_INFIX = ".tmp-"
 
 class ReleaseError(Exception):
     """A request that cannot be carried out; the message names the option and the fix."""
+
+
+def fingerprint(root, paths):
+    """sha256 of the files under ``paths`` (relative to ``root``): names, types, contents, link targets.
+
+    A missing path counts as missing, so adding it changes the fingerprint. Symlinks are read,
+    never followed.
+    """
+    digest = hashlib.sha256()
+
+    def add(*parts):
+        for part in parts:
+            data = part if isinstance(part, bytes) else part.encode("utf-8", "surrogateescape")
+            digest.update(b"%d:" % len(data) + data)
+
+    for rel in sorted(set(paths)):
+        path = os.path.join(root, rel)
+        if os.path.islink(path):
+            add("link", rel, os.readlink(path))
+        elif os.path.isfile(path):
+            with open(path, "rb") as f:
+                add("file", rel, f.read())
+        elif os.path.isdir(path):
+            add("dir", rel)
+            for top, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+                for name in sorted(dirs + files):
+                    entry = os.path.join(top, name)
+                    entry_rel = os.path.relpath(entry, root)
+                    if os.path.islink(entry):
+                        add("link", entry_rel, os.readlink(entry))
+                    elif os.path.isfile(entry):
+                        with open(entry, "rb") as f:
+                            add("file", entry_rel, f.read())
+        else:
+            add("missing", rel)
+    return "sha256:" + digest.hexdigest()
 
 
 def validate_app_root(app_root):
@@ -417,7 +455,7 @@ class ReleaseStore:
 
 # Which options each state accepts beyond app_root and state.
 STATE_OPTIONS = {
-    "present": {"release_id", "revision", "status", "reason", "pinned", "shared"},
+    "present": {"release_id", "revision", "status", "reason", "pinned", "shared", "fingerprints"},
     "assigned": {"release_id", "slot", "slot_data", "status", "reason", "force"},
     "active": {"release_id", "slot", "status", "reason", "force"},
     "absent": {"release_id"},
@@ -446,6 +484,16 @@ def _validate(p):
         raise ReleaseError("keep must be at least 1, got %d" % p["keep"])
     for release_id in p["protect"] or []:
         validate_release_id(release_id, "protect")
+    for name, paths in (p.get("fingerprints") or {}).items():
+        if not re.match(r"^[a-z][a-z0-9_]{0,31}$", str(name)):
+            raise ReleaseError("fingerprints keys name what is fingerprinted (lower-case letters, digits, _), got %r"
+                               % (name,))
+        if not isinstance(paths, list) or not paths or not all(isinstance(x, str) and x for x in paths):
+            raise ReleaseError("fingerprints.%s must be a non-empty list of paths relative to the release, got %r"
+                               % (name, paths))
+        for rel in paths:
+            if os.path.isabs(rel) or ".." in rel.split("/"):
+                raise ReleaseError("fingerprints.%s: %r must be relative to the release, without '..'" % (name, rel))
     for name in p["shared"] or []:
         if not name or "/" in name or name in (".", "..") or name.startswith("."):
             raise ReleaseError("shared entries are directory names under <app_root>/shared (no '/', not hidden), "
@@ -495,6 +543,9 @@ def _status_step(manifest, p):
 def _plan_present(store, p):
     manifest = store.read_manifest(p["release_id"])
     if manifest is None:
+        if p.get("fingerprints"):
+            raise ReleaseError("fingerprints describe the files of release %r, which does not exist yet: give them "
+                               "once its files are in place (with status=ready)" % p["release_id"])
         return [("create", p["release_id"])] + [("link", p["release_id"], n, os.path.join("..", "..", "shared", n))
                                                 for n in p["shared"] or []]
     if p["revision"] is not None and manifest.get("revision") not in (None, p["revision"]):
@@ -502,6 +553,11 @@ def _plan_present(store, p):
             "release %r exists with revision %s, not %s: a release id names one revision; use a new "
             "release_id for the new revision" % (p["release_id"], manifest.get("revision"), p["revision"]))
     plan = _link_steps(store, p)
+    if p.get("fingerprints"):
+        found = {name: fingerprint(store.release_path(p["release_id"]), paths)
+                 for name, paths in sorted(p["fingerprints"].items())}
+        if dict(manifest.get("fingerprints") or {}, **found) != (manifest.get("fingerprints") or {}):
+            plan.append(("fingerprints", p["release_id"], found))
     plan += _status_step(manifest, p)
     if p["pinned"] is not None and bool(manifest.get("pinned")) != p["pinned"]:
         plan.append(("pinned", p["release_id"], p["pinned"]))
@@ -595,6 +651,8 @@ def _execute(store, plan, p):
             store.set_status(step[1], step[2], step[3])
         elif kind == "pinned":
             store.update(step[1], pinned=step[2])
+        elif kind == "fingerprints":
+            store.update(step[1], fingerprints=dict(store.read_manifest(step[1]).get("fingerprints") or {}, **step[2]))
         elif kind == "assign":
             store.assign(step[1], step[2], step[3])
         elif kind == "activate":
@@ -613,6 +671,8 @@ def _describe(step, before):
         return "set %s status %s" % (step[1], step[2])
     if kind == "pinned":
         return "set %s pinned %s" % (step[1], step[2])
+    if kind == "fingerprints":
+        return "record %s fingerprints %s" % (step[1], ", ".join("%s %s" % (k, v[:19]) for k, v in sorted(step[2].items())))
     if kind == "assign":
         return "assign slot %s: %s" % (step[1], step[2])
     if kind == "activate":

@@ -12,7 +12,7 @@ import fnmatch
 import time
 
 UNIT_PROPERTIES = ("Id", "ActiveState", "SubState", "Result", "NRestarts", "LoadState", "UnitFileState",
-                   "InvocationID", "InactiveExitTimestampMonotonic")
+                   "InvocationID", "InactiveExitTimestampMonotonic", "ExecMainStartTimestampMonotonic")
 
 
 def unit_states(module, units):
@@ -47,11 +47,13 @@ def parse_utc(text):
     return None
 
 
-def started_at(state):
-    """Wall-clock time the unit's current run started, or None (systemd records it on CLOCK_MONOTONIC,
-    which time.monotonic() reads too)."""
+def started_at(state, process=False):
+    """Wall-clock time the unit's current run started (with process, its main process: a restart of
+    Restart=on-failure starts a new one, not a new run), or None. systemd records it on
+    CLOCK_MONOTONIC, which time.monotonic() reads too."""
+    key = "ExecMainStartTimestampMonotonic" if process else "InactiveExitTimestampMonotonic"
     try:
-        since_boot = int(state.get("InactiveExitTimestampMonotonic") or 0) / 1e6
+        since_boot = int(state.get(key) or 0) / 1e6
     except ValueError:
         return None
     if not since_boot:

@@ -93,6 +93,14 @@ options:
     description: Restarts of a unit tolerated while the gate runs before it counts as crash-looping.
     type: int
     default: 0
+  settle_seconds:
+    description:
+      - The gate passes only once the main process of every unit in I(units) has run this many seconds
+        (watched all along), however early the answers turned healthy. A process that crashes once its imports
+        ran (a scheduler without an endpoint) is running a second or more after its start; this holds the gate
+        until it would have crashed. Units running longer already cost no wait. Less than I(timeout).
+    type: float
+    default: 0
   journal_lines:
     description: Journal lines of each unit attached to a failure (those logged since the unit's current start).
     type: int

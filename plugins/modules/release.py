@@ -81,6 +81,15 @@ options:
         file or directory by that name is refused.
     type: list
     elements: str
+  fingerprints:
+    description:
+      - With I(state=present) on an existing release, fingerprints to record in its manifest (C(fingerprints)):
+        a name and the paths (relative to the release) whose files it covers, e.g.
+        C({migrations: [alembic.ini, migrations]}). Each is the sha256 of the names, contents and link targets
+        under the paths (a missing path counts too; C(__pycache__) is skipped).
+      - Two releases with the same fingerprint ship the same files there, e.g. the same migrations, so a
+        deploy can skip running them again.
+    type: dict
   protect:
     description: With I(state=pruned), release ids to keep besides the ones the module always keeps.
     type: list
@@ -123,6 +132,7 @@ EXAMPLES = r"""
     app_root: /opt/botstack
     release_id: "{{ new_release.release.id }}"
     shared: [logs, uploads]
+    fingerprints: {migrations: [alembic.ini, migrations]}
     status: ready
 
 - name: Run it on the idle slot
@@ -221,6 +231,7 @@ def run_module():
             reason=dict(type="str"),
             pinned=dict(type="bool"),
             shared=dict(type="list", elements="str"),
+            fingerprints=dict(type="dict"),
             protect=dict(type="list", elements="str"),
             keep=dict(type="int"),
             slot=dict(type="str"),

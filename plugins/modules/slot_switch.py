@@ -107,6 +107,10 @@ options:
         type: list
         elements: str
         default: []
+      settle_seconds:
+        description: Seconds the main process of every unit in I(units) must have run before the gate passes.
+        type: float
+        default: 0
   stopped:
     description: Units stopped without waiting for them to end (the old slot's workers).
     type: list
@@ -220,7 +224,7 @@ _UNIT_DEFAULTS = dict(stopped_matching=None, keep=[], drain={}, drain_timeout=60
                       journal_lines=30)
 # The gate options a switch takes; the others keep health_gate's defaults.
 _GATE_KEYS = ("url", "status_codes", "json_field", "json_value", "successes", "interval", "timeout",
-              "request_timeout", "units")
+              "request_timeout", "units", "settle_seconds")
 _GATE_DEFAULTS = dict((k, v.get("default")) for k, v in GATE_OPTIONS.items() if k not in _GATE_KEYS)
 
 

@@ -59,6 +59,18 @@ def psql(host, sql: str) -> str:
     return host.check_output(f"runuser -u postgres -- psql -d botstack -Atc {json.dumps(sql)}")
 
 
+def fingerprint_of(version: str) -> str:
+    """The migrations fingerprint the release of a version recorded (deploy_migrate_paths)."""
+    return next(r["fingerprints"]["migrations"] for r in releases()["releases"]
+                if re.fullmatch(re.escape(version) + r"-[0-9a-f]{12}", r["id"]))
+
+
+def migration_starts(host) -> str:
+    """When each slot's migration unit last ran (monotonic microseconds)."""
+    return host.check_output("systemctl show -p InactiveExitTimestampMonotonic botstack-migrate@blue.service "
+                             "botstack-migrate@green.service")
+
+
 def running_units(host) -> list[str]:
     out = host.check_output("systemctl list-units --plain --no-legend --state=active 'botstack-*@*.service'")
     return sorted(line.split()[0] for line in out.splitlines() if line.strip())
@@ -167,6 +179,8 @@ def test_v2_goes_live_under_load_without_a_failed_request_and_a_running_job_fini
                       "WHERE table_name = 'updates' AND column_name = 'language_code'") == "language_code"
     assert host.run(f"{APP_ROOT}/current/.venv/bin/python -c 'import tenacity'").rc == 0
     assert status_of("v2") == "healthy"
+    # v2 adds a migration: its fingerprint differs from v1's, and it ran.
+    assert fingerprint_of("v2") != fingerprint_of("v1")
     log = host.check_output(f"tail -n 1 {APP_ROOT}/deploy.log")
     entry = json.loads(log)
     assert entry["result"] == "success" and entry["release"].startswith("v2-") and entry["who"] == "molecule@controller"
@@ -197,11 +211,17 @@ def test_an_archive_from_the_controller_deploys_code_only_reusing_the_venv_and_r
     host.run("rm -f /tmp/hooks.log")
     extra = {"deploy_source": "archive", "deploy_archive": str(archive), "deploy_version": "v3", "deploy_hooks": hooks}
     SHIPPED["v3"] = extra
+    migrated = migration_starts(host)
     with Traffic(base_url, SITE, rate=20, slow_every=1) as traffic:
-        assert_ok(deploy("-e", json.dumps(extra)))
+        result = deploy("-e", json.dumps(extra))
+    assert_ok(result)
     assert traffic.report.failed == 0, traffic.report.summary()
     assert get(base_url, "/").json()["version"] == "3.0.0"
     assert host.file(f"{APP_ROOT}/current/.venv").linked_to == before
+    # Code only: the same migration files as v2, so the migration unit did not run.
+    assert fingerprint_of("v3") == fingerprint_of("v2")
+    assert migration_starts(host) == migrated
+    assert "Migrations not run: v3-" in result.stdout
     ran = host.check_output("cat /tmp/hooks.log").splitlines()
     assert [line.split()[0] for line in ran] == ["before_update_code", "after_switch", "after_finalize"], ran
     assert ran[0].split()[1] != ran[1].split()[1], "after_switch must see the new slot live"

@@ -69,8 +69,13 @@ def test_slot_gates_one_per_web_process_on_the_slot_port_watching_the_workers():
     gates = slot_gates(app_layout(spec()), "green", successes=3, interval=0.25, timeout=60, request_timeout=5)
     assert gates == [{"url": "http://127.0.0.1:8002/health", "status_codes": [200], "json_field": "status",
                       "json_value": "healthy", "successes": 3, "interval": 0.25, "timeout": 60.0,
-                      "request_timeout": 5.0,
+                      "request_timeout": 5.0, "settle_seconds": 0.0,
                       "units": ["bot-api@green.service", "bot-worker-1@green.service", "bot-worker-2@green.service"]}]
+    # The singleton moved with the start: watched too, and held until it ran settle_seconds.
+    held = slot_gates(app_layout(spec()), "green", workers=["bot-worker-1@green.service", "bot-scheduler@green.service"],
+                      settle_seconds=3)
+    assert held[0]["units"] == ["bot-api@green.service", "bot-worker-1@green.service", "bot-scheduler@green.service"]
+    assert held[0]["settle_seconds"] == 3.0
 
 
 def test_slot_gates_of_kept_processes_need_one_answer_and_watch_the_workers_given():

@@ -7,6 +7,7 @@ import os
 import socketserver
 import stat
 import threading
+import time
 
 import pytest
 
@@ -73,7 +74,7 @@ def unix_server(tmp_path_factory):
 
 FAKE_SYSTEMCTL = '''#!/usr/bin/env python3
 """systemctl show [--property=...] -- UNIT...: each unit's next state, one block per unit."""
-import pathlib, sys
+import pathlib, sys, time
 STATE_DIR = None
 units = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[2:3]
 blocks = []
@@ -84,8 +85,12 @@ for unit in units:
     count.write_text(str(n + 1))
     lines = states.read_text().split()
     active, sub, restarts = lines[min(n, len(lines) - 1)].split("/")
+    # <unit>.since: the main process started at this time.monotonic(); else long ago.
+    since = pathlib.Path(STATE_DIR) / (unit + ".since")
+    process = int(float(since.read_text()) * 1e6) if since.exists() else 1000000
     blocks.append("Id=%s\\nActiveState=%s\\nSubState=%s\\nResult=exit-code\\nNRestarts=%s\\nLoadState=loaded\\n"
-                  "InvocationID=0123456789abcdef0123456789abcdef\\nInactiveExitTimestampMonotonic=1000000" % (unit, active, sub, restarts))
+                  "InvocationID=0123456789abcdef0123456789abcdef\\nInactiveExitTimestampMonotonic=1000000\\n"
+                  "ExecMainStartTimestampMonotonic=%d" % (unit, active, sub, restarts, process))
 print("\\n\\n".join(blocks))
 '''
 
@@ -232,6 +237,32 @@ def test_an_active_unit_does_not_stop_the_gate(module, server, tmp_path):
     assert result["unit_state"]["botstack-api@green.service"]["ActiveState"] == "active"
 
 
+def test_settle_seconds_holds_the_gate_until_the_units_ran_that_long(module, server, tmp_path):
+    """A scheduler that crashes once its imports ran: healthy answers alone do not pass the gate."""
+    units = {"api@green.service": ["active/running/0"], "scheduler@green.service": ["active/running/0"]}
+    bindir = _fake_systemd(tmp_path, **units)
+    (tmp_path / "scheduler@green.service.since").write_text(str(time.monotonic()))
+    result = module("health_gate", {"url": server + "/healthy", "units": list(units), "successes": 1,
+                                    "interval": 0.1, "timeout": 10, "settle_seconds": 1.5}, extra_path=bindir)
+    assert result["_rc"] == 0, result
+    assert 1.2 <= result["elapsed"] < 5, result["elapsed"]
+    # It crashes while the gate holds: refused, with its journal, though the endpoint was healthy.
+    crash = _fake_systemd(tmp_path / "crash", **{"api@green.service": ["active/running/0"],
+                                                 "scheduler@green.service": ["active/running/0"] * 4
+                                                 + ["activating/auto-restart/1"]})
+    (tmp_path / "crash" / "scheduler@green.service.since").write_text(str(time.monotonic()))
+    failed = module("health_gate", {"url": server + "/healthy", "units": list(units), "successes": 1,
+                                    "interval": 0.1, "timeout": 10, "settle_seconds": 3}, extra_path=crash)
+    assert failed["failed"] is True and failed["elapsed"] < 3
+    assert "scheduler@green.service is crash-looping" in failed["msg"]
+    assert "ImportError" in failed["msg"]
+    # Units running long before need no wait.
+    old = _fake_systemd(tmp_path / "old", **units)
+    quick = module("health_gate", {"url": server + "/healthy", "units": list(units), "successes": 1,
+                                   "interval": 0.1, "timeout": 10, "settle_seconds": 3}, extra_path=old)
+    assert quick["_rc"] == 0 and quick["elapsed"] < 1, quick
+
+
 def test_headers_never_reach_the_result(module, server):
     secret = "s3cr3t-webhook-token-value"
     result = module("health_gate", {"url": server + "/header", "headers": {"X-Probe": "yes", "X-Token": secret},
@@ -254,6 +285,8 @@ def test_runs_in_check_mode(module, server):
     ({"url": "http://127.0.0.1/", "json_field": "status"}, "json_value is required with json_field"),
     ({}, "give url (an http(s) health endpoint), units"),
     ({"units": ["a.service"], "max_restarts": -1}, "max_restarts must be 0 or more"),
+    ({"units": ["a.service"], "settle_seconds": 60}, "settle_seconds must be 0 or more and less than timeout"),
+    ({"url": "http://127.0.0.1/", "settle_seconds": 3}, "settle_seconds is how long the units must have run"),
 ])
 def test_bad_input_names_the_option(module, args, fragment):
     result = module("health_gate", args)

@@ -422,3 +422,51 @@ def test_shared_directories_are_linked_into_the_release(module, tmp_path):
     (root / "releases" / "r1" / "media").mkdir()
     assert "ships its own media" in _failed(module, root, release_id="r1", shared=["media"])
     assert "shared entries are directory names" in _failed(module, root, release_id="r1", shared=["../etc"])
+
+
+def test_fingerprints_record_what_files_a_release_ships_and_follow_their_content(module, tmp_path):
+    root = tmp_path / "app"
+    prints = {"migrations": ["alembic.ini", "migrations"]}
+    for rid in ("r1", "r2", "r3"):
+        _run(module, root, release_id=rid)
+        release = root / "releases" / rid
+        (release / "migrations" / "versions").mkdir(parents=True)
+        (release / "migrations" / "versions" / "0001_users.py").write_text("revision = '0001'\n")
+        (release / "alembic.ini").write_text("[alembic]\n")
+        (release / "app.py").write_text("print(%r)\n" % rid)  # outside the fingerprinted paths
+    # Bytecode is not what the release ships.
+    (root / "releases" / "r2" / "migrations" / "versions" / "__pycache__").mkdir()
+    (root / "releases" / "r2" / "migrations" / "versions" / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    (root / "releases" / "r3" / "migrations" / "versions" / "0002_orders.py").write_text("revision = '0002'\n")
+
+    first = _make(module, root, "r1", fingerprints=prints)
+    assert first["changed"] is True
+    assert any(a.startswith("record r1 fingerprints migrations sha256:") for a in first["actions"])
+    _make(module, root, "r2", fingerprints=prints)
+    _make(module, root, "r3", fingerprints=prints)
+    found = {rid: _manifest(root, rid)["fingerprints"]["migrations"] for rid in ("r1", "r2", "r3")}
+    assert found["r1"] == found["r2"] != found["r3"]
+    # Recorded once: asking again changes nothing, in check mode too.
+    assert _make(module, root, "r1", fingerprints=prints)["changed"] is False
+    again = module("release", {"app_root": str(root), "release_id": "r1", "status": "ready", "fingerprints": prints},
+                   check=True)
+    assert again["changed"] is False
+    # A path that went missing counts.
+    (root / "releases" / "r2" / "alembic.ini").unlink()
+    assert _make(module, root, "r2", fingerprints=prints)["changed"] is True
+    assert _manifest(root, "r2")["fingerprints"]["migrations"] != found["r1"]
+
+
+@pytest.mark.parametrize("fingerprints, fragment", [
+    ({"migrations": []}, "must be a non-empty list"),
+    ({"migrations": ["/etc"]}, "must be relative to the release"),
+    ({"migrations": ["../shared"]}, "must be relative to the release"),
+    ({"Bad Name": ["x"]}, "fingerprints keys name"),
+])
+def test_fingerprints_refuse_paths_outside_the_release(module, tmp_path, fingerprints, fragment):
+    root = tmp_path / "app"
+    _run(module, root, release_id="r1")
+    assert fragment in _failed(module, root, release_id="r1", fingerprints=fingerprints)
+    assert "fingerprints" not in _manifest(root, "r1")
+    assert "does not exist yet" in _failed(module, root, release_id="r9", fingerprints={"migrations": ["m"]})
+    assert not (root / "releases" / "r9").exists()
