@@ -110,12 +110,13 @@ def playbook(base: list[str], extra_env: dict, name: str, *args: str) -> list[st
 PROFILE = False  # --profile: print each playbook's slowest tasks (ansible.posix.profile_tasks)
 
 
-def measure(label: str, argv: list[str], url: str, host_header: str = SITE) -> dict:
+def measure(label: str, argv: list[str], url: str, host_header: str = SITE, slow: bool = True) -> dict:
+    """One playbook run under 20 req/s; with slow, a 3-s request starts every second too (the drain waits for them)."""
     run_env = env()
     if PROFILE and argv[0] == "env":
         run_env.update(ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks", PROFILE_TASKS_TASK_OUTPUT_LIMIT=os.environ.get("PROFILE_TASKS_TASK_OUTPUT_LIMIT", "12"))
     started = time.monotonic()
-    with Traffic(url, host_header, rate=20, slow_every=1, slow_seconds=3) as traffic:
+    with Traffic(url, host_header, rate=20, slow_every=1 if slow else 0, slow_seconds=3) as traffic:
         result = subprocess.run(argv, capture_output=True, text=True, env=run_env, cwd=ROOT, check=False)
         elapsed = time.monotonic() - started
     if PROFILE and argv[0] == "env":
@@ -212,6 +213,9 @@ def releases(base, extra_env, url: str, keep: str, repeat: int, ssh_target: list
         measure("deps changed", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v2"), url),
         measure("code only", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3"), url),
         measure("rollback", playbook(base, extra_env, "rollback.yml"), url),
+        # The anchor's load: the steady loop alone, no slow request for the old slot to drain.
+        measure("code only, steady loop only", playbook(base, extra_env, "deploy.yml", "-e",
+                                                        f"deploy_version={code_change(ssh_target, 0)}"), url, slow=False),
     ]
     for run in range(1, repeat + 1):
         suffix = f" ({run})" if run > 1 else ""

@@ -83,10 +83,10 @@ options:
     elements: str
   fingerprints:
     description:
-      - With I(state=present) on an existing release, fingerprints to record in its manifest (C(fingerprints)):
-        a name and the paths (relative to the release) whose files it covers, e.g.
-        C({migrations: [alembic.ini, migrations]}). Each is the sha256 of the names, contents and link targets
-        under the paths (a missing path counts too; C(__pycache__) is skipped).
+      - With I(state=present) on an existing release, fingerprints to record in its manifest (C(fingerprints)),
+        each a name and the paths (relative to the release) whose files it covers, for example C(migrations)
+        covering C(alembic.ini) and the C(migrations) directory. Each is the sha256 of the names, contents and
+        link targets under the paths (a missing path counts too; C(__pycache__) is skipped).
       - Two releases with the same fingerprint ship the same files there, e.g. the same migrations, so a
         deploy can skip running them again.
     type: dict
