@@ -209,13 +209,14 @@ def code_change(ssh_target: list[str], run: int) -> str:
 
 def releases(base, extra_env, url: str, keep: str, repeat: int, ssh_target: list[str]) -> list[dict]:
     """The release cases, in order, from v1 live."""
+    steady = code_change(ssh_target, 0)
     rows = [
         measure("deps changed", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v2"), url),
         measure("code only", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3"), url),
         measure("rollback", playbook(base, extra_env, "rollback.yml"), url),
         # The anchor's load: the steady loop alone, no slow request for the old slot to drain.
-        measure("code only, steady loop only", playbook(base, extra_env, "deploy.yml", "-e",
-                                                        f"deploy_version={code_change(ssh_target, 0)}"), url, slow=False),
+        measure("code only, steady loop only", playbook(base, extra_env, "deploy.yml", "-e", f"deploy_version={steady}"),
+                url, slow=False),
     ]
     for run in range(1, repeat + 1):
         suffix = f" ({run})" if run > 1 else ""
@@ -227,7 +228,8 @@ def releases(base, extra_env, url: str, keep: str, repeat: int, ssh_target: list
     rows += [
         measure("broken", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3-crash"), url),
         measure("broken scheduler", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v3-schedcrash"), url),
-        measure("no-op (same version)", playbook(base, extra_env, "deploy.yml", "-e", "deploy_version=v2"), url),
+        # The kept-running pairs ended where they began: on the steady loop's release.
+        measure("no-op (same version)", playbook(base, extra_env, "deploy.yml", "-e", f"deploy_version={steady}"), url),
     ]
     return rows
 

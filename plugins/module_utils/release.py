@@ -73,7 +73,8 @@ def fingerprint(root, paths):
             data = part if isinstance(part, bytes) else part.encode("utf-8", "surrogateescape")
             digest.update(b"%d:" % len(data) + data)
 
-    for rel in sorted(set(paths)):
+    def add_entry(rel):
+        """Add one entry; True for a directory to walk."""
         path = os.path.join(root, rel)
         if os.path.islink(path):
             add("link", rel, os.readlink(path))
@@ -82,18 +83,17 @@ def fingerprint(root, paths):
                 add("file", rel, f.read())
         elif os.path.isdir(path):
             add("dir", rel)
-            for top, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-                for name in sorted(dirs + files):
-                    entry = os.path.join(top, name)
-                    entry_rel = os.path.relpath(entry, root)
-                    if os.path.islink(entry):
-                        add("link", entry_rel, os.readlink(entry))
-                    elif os.path.isfile(entry):
-                        with open(entry, "rb") as f:
-                            add("file", entry_rel, f.read())
+            return True
         else:
             add("missing", rel)
+        return False
+
+    for rel in sorted(set(paths)):
+        if add_entry(rel):
+            for top, dirs, files in os.walk(os.path.join(root, rel)):
+                dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+                for name in sorted(dirs + files):
+                    add_entry(os.path.relpath(os.path.join(top, name), root))
     return "sha256:" + digest.hexdigest()
 
 
