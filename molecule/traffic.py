@@ -33,6 +33,9 @@ class Report:
     failed: int = 0
     resent: int = 0
     slow_total: int = 0
+    # Per class of request (get, slow, and each extra kind such as webhook): sent and failed.
+    sent_by_class: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    failed_by_class: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     statuses: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     versions: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     failures: list = dataclasses.field(default_factory=list)
@@ -41,7 +44,9 @@ class Report:
     last_seen: dict = dataclasses.field(default_factory=dict)
 
     def summary(self) -> str:
-        return (f"{self.total} requests ({self.slow_total} slow), {self.failed} failed, {self.resent} resent on a "
+        classes = ", ".join(f"{name} {sent} ({self.failed_by_class[name]} failed)"
+                            for name, sent in sorted(self.sent_by_class.items()))
+        return (f"{self.total} requests [{classes}], {self.failed} failed, {self.resent} resent on a "
                 f"new connection after the proxy closed a kept-alive one, statuses "
                 f"{dict(self.statuses)}, versions {dict(self.versions)}, first failures {self.failures[:5]}")
 
@@ -54,18 +59,25 @@ class Traffic:
     """
 
     def __init__(self, base_url: str, host_header: str, rate: float = 20.0, path: str = "/health",
-                 slow_every: float = 1.0, slow_seconds: float = 3.0, clients: int = 4):
+                 slow_every: float = 1.0, slow_seconds: float = 3.0, clients: int = 4, kinds=(),
+                 slow_path: str = "/api/slow?seconds={seconds}&n={n}"):
         self.base_url, self.host_header, self.path = base_url.rstrip("/"), host_header, path
         self.rate, self.slow_every, self.slow_seconds, self.clients = rate, slow_every, slow_seconds, clients
+        self.slow_path = slow_path
+        # Other classes of request, each (name, per second, send(session) -> response): e.g. webhook() below.
+        self.kinds = list(kinds)
         self.report = Report()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def _record(self, ok: bool, status, version=None, detail=None, slow=False):
+    def _record(self, ok: bool, status, version=None, detail=None, slow=False, kind=None):
+        kind = kind or ("slow" if slow else "get")
         with self._lock:
             self.report.total += 1
             self.report.slow_total += slow
+            self.report.sent_by_class[kind] += 1
+            self.report.failed_by_class[kind] += not ok
             self.report.statuses[status] += 1
             if version:
                 self.report.versions[version] += 1
@@ -125,13 +137,30 @@ class Traffic:
             if self._stop.wait(self.slow_every):
                 return
             threading.Thread(target=self._request, daemon=True, args=(
-                requests.Session(), f"{self.base_url}/api/slow?seconds={self.slow_seconds}&n={n}",
+                requests.Session(), self.base_url + self.slow_path.format(seconds=self.slow_seconds, n=n),
                 self.slow_seconds + 30, True)).start()
+
+    def _kind(self, name, rate, send):
+        """Requests of one extra class, on a new connection each (as Telegram and browsers posting forms do)."""
+        interval, next_at = 1.0 / rate, time.monotonic()
+        while not self._stop.is_set():
+            time.sleep(max(0.0, next_at - time.monotonic()))
+            next_at += interval
+            with requests.Session() as session:
+                try:
+                    response = send(session)
+                except requests.RequestException as exc:
+                    self._record(False, "error", detail=f"{name}: {type(exc).__name__}: {exc}"[:300], kind=name)
+                    continue
+                ok = 200 <= response.status_code < 400
+                self._record(ok, response.status_code, None, None if ok else f"{name}: {response.text[:200]}", kind=name)
 
     def __enter__(self) -> Traffic:
         self._threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(self.clients)]
         if self.slow_every:
             self._threads.append(threading.Thread(target=self._slow, daemon=True))
+        for name, rate, send in self.kinds:
+            self._threads.append(threading.Thread(target=self._kind, args=(name, rate, send), daemon=True))
         for thread in self._threads:
             thread.start()
         return self
@@ -146,3 +175,16 @@ class Traffic:
         while threading.active_count() > 1 and time.monotonic() < deadline:
             time.sleep(0.2)
         return False
+
+
+def webhook(base_url: str, host_header: str, secret: str, path: str = "/webhook/telegram", chats: int = 50):
+    """A Telegram-like update delivery: POST of an update (JSON body) with the secret token header."""
+    counter = itertools.count(int(time.time() * 1000) % 1_000_000_000)
+
+    def send(session: requests.Session):
+        update_id = next(counter)
+        body = {"update_id": update_id, "message": {"message_id": update_id, "chat": {"id": update_id % chats},
+                                                     "text": f"load {update_id}", "from": {"language_code": "en"}}}
+        return session.post(base_url.rstrip("/") + path, json=body, verify=False, timeout=10,
+                            headers={"Host": host_header, "X-Telegram-Bot-Api-Secret-Token": secret})
+    return send

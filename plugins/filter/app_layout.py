@@ -11,8 +11,11 @@ short_description: The systemd units, slots and ports an application's process l
 version_added: 0.1.0
 description:
   - Validates the role botstack.deploy.app's process list and computes, once, what the app and deploy
-    roles both need - unit template names, the units of each slot by kind, the port of each web process
-    in each slot, the C(ExecStart) line of each unit and the per-slot drop-ins.
+    roles both need - the unit files of each slot (one per process and slot, with its port), the units of each
+    slot by kind, the port of each web process in each slot and the C(ExecStart) line of each unit.
+  - A command's first word is the program - an absolute path as is; a relative path (C(bin/run)) from the slot's
+    release directory; a bare name (C(gunicorn), C(python), C(uvicorn)) from the release's virtualenv
+    (C(.venv/bin/)), as an activated venv would find it.
   - Fails with a message naming the process and the fix on bad input (a web process without a port, an
     empty command, an unknown kind, two singletons, a health path without a leading slash, clashing ports).
 positional: _input
@@ -36,9 +39,9 @@ EXAMPLES = r"""
 RETURN = r"""
 _value:
   description: >-
-    C(templates) (one per unit template file), C(units) (per slot, per kind), C(ports) (per web process, per slot),
-    C(dropins), C(migrate_unit), C(web) (the web processes with their health checks), C(upstream) (the process
-    behind the reverse proxy).
+    C(unit_files) (one per process and slot - C(name), C(slot), C(port), C(kind), C(process), C(exec_start)...),
+    C(units) (per slot, per kind), C(ports) (per web process, per slot), C(migrate_unit), C(web) (the web processes
+    with their health checks), C(upstream) (the process behind the reverse proxy).
   type: dict
 """
 
@@ -50,7 +53,9 @@ from ansible.errors import AnsibleFilterError
 KINDS = ("web", "worker", "singleton")
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _PLACEHOLDERS = {"{port}": "${BOTSTACK_PORT}", "{bind}": "${BOTSTACK_BIND}", "{slot}": "%i"}
-_HEALTH_DEFAULTS = {"path": "/health", "status_codes": [200], "json_field": None, "json_value": None}
+_HEALTH_DEFAULTS = {"path": "/health", "status_codes": [200], "json_field": None, "json_value": None,
+                    "host": None, "scheme": "http"}
+_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(:[0-9]{1,5})?$")
 
 
 def _fail(index, process, message):
@@ -62,9 +67,9 @@ def _fail(index, process, message):
 def exec_start(command, root, instance=None):
     """The ExecStart line for a command run from the slot's release directory.
 
-    A relative executable (.venv/bin/uvicorn) is taken from the slot (<root>/slots/%i/...);
-    {port}, {bind} and {slot} become the unit's environment and instance; other % and $ are
-    literal (escaped for systemd).
+    A relative executable (.venv/bin/uvicorn) is taken from the slot (<root>/slots/%i/...), a bare
+    name (gunicorn) from the slot's venv (<root>/slots/%i/.venv/bin/gunicorn); {port}, {bind} and
+    {slot} become the unit's environment and instance; other % and $ are literal (escaped for systemd).
     """
     words = shlex.split(command) if isinstance(command, str) else [str(w) for w in command]
     line = []
@@ -75,7 +80,7 @@ def exec_start(command, root, instance=None):
         if instance is not None:
             word = word.replace("{instance}", str(instance))
         if position == 0 and not word.startswith("/"):
-            word = "%s/slots/%%i/%s" % (root.rstrip("/"), word)
+            word = "%s/slots/%%i/%s%s" % (root.rstrip("/"), "" if "/" in word else ".venv/bin/", word)
         if re.search(r"[\s\"'\\;]", word):
             word = '"%s"' % word.replace("\\", "\\\\").replace('"', '\\"')
         line.append(word)
@@ -110,6 +115,12 @@ def _validate(index, process, names):
             _fail(index, process, "health.path must start with '/', e.g. /health; got %r" % (health["path"],))
         if health["json_field"] and health["json_value"] is None:
             _fail(index, process, "health.json_value is required with health.json_field")
+        if health["scheme"] not in ("http", "https"):
+            _fail(index, process, "health.scheme must be http or https (how the process itself answers), got %r"
+                  % (health["scheme"],))
+        if health["host"] is not None and not (isinstance(health["host"], str) and _HOST.match(health["host"])):
+            _fail(index, process, "health.host is the Host header the gate sends (a name the app accepts, e.g. its "
+                                  "ALLOWED_HOSTS entry such as shop.example.com), got %r" % (health["host"],))
     elif process.get("port") is not None:
         _fail(index, process, "port is for web processes only; a %s does not listen" % kind)
     instances = process.get("instances", 1)
@@ -139,7 +150,7 @@ def app_layout(spec):
             "app_processes has %d singletons (%s): only one process per environment may be a singleton; run "
             "the others as workers or merge their schedules into one scheduler" % (len(singletons), ", ".join(singletons)))
 
-    templates, dropins = [], []
+    templates = []
     units = dict((slot, {"web": [], "worker": [], "singleton": []}) for slot in slots)
     ports, web, seen_ports = {}, [], {}
     for process in processes:
@@ -148,7 +159,7 @@ def app_layout(spec):
             numbered = count > 1
             prefix = "%s-%s%s" % (app, process["name"], "-%d" % n if numbered else "")
             templates.append({
-                "file": "%s@.service" % prefix,
+                "prefix": prefix,
                 "process": process["name"],
                 "kind": kind,
                 "instance": n if numbered else None,
@@ -170,28 +181,30 @@ def app_layout(spec):
                         % (port, clash, process["name"], slot, step))
                 seen_ports[port] = "%s in slot %s" % (process["name"], slot)
                 ports[process["name"]][slot] = port
-                dropins.append({"unit": "%s-%s@%s.service" % (app, process["name"], slot), "port": port})
             web.append({"name": process["name"], "ports": ports[process["name"]],
                         "health": dict(_HEALTH_DEFAULTS, **(process.get("health") or {})),
                         "units": dict((slot, "%s-%s@%s.service" % (app, process["name"], slot)) for slot in slots)})
     migrate = None
     if spec.get("migrate_command"):
         migrate = "%s-migrate@{slot}.service" % app
-        templates.append({"file": "%s-migrate@.service" % app, "process": "migrate", "kind": "migrate",
+        templates.append({"prefix": "%s-migrate" % app, "process": "migrate", "kind": "migrate",
                           "instance": None, "exec_start": exec_start(spec["migrate_command"], root), "env": {},
                           "stop_timeout": None})
+    # One unit file per process and slot: each slot's units are installed from the configuration bundle
+    # it was started with (botstack.deploy.app_config), the port of its slot written in.
+    unit_files = [dict(t, name="%s@%s.service" % (t["prefix"], slot), slot=slot,
+                       port=ports[t["process"]][slot] if t["kind"] == "web" else None)
+                  for slot in slots for t in templates]
     return {
         "name": app,
         "root": root,
-        "env_file": "%s/.env" % root.rstrip("/"),
         "target": "%s.target" % app,
         "slots": slots,
-        "templates": templates,
+        "unit_files": unit_files,
         "units": units,
         "ports": ports,
         "slot_ports": dict((slot, [ports[w["name"]][slot] for w in web]) for slot in slots),
         "unit_ports": dict((w["units"][slot], [w["ports"][slot]]) for w in web for slot in slots),
-        "dropins": dropins,
         "web": web,
         "upstream": web[0] if web else None,
         "migrate_unit": migrate,

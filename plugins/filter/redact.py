@@ -40,9 +40,17 @@ _value:
   type: raw
 """
 
+# The other filters of this file, secret_values and masked, are documented in their .yml files beside it.
+
+import re
+
 from ansible.errors import AnsibleFilterError
+from ansible.module_utils.six.moves.urllib.parse import unquote, urlsplit
+from ansible_collections.botstack.deploy.plugins.module_utils.redact import forms, mask
 
 MARKER = "<redacted>"
+# Values that say nothing secret and would mask every line of evidence they appear in.
+_PLAIN = re.compile(r"^(-?[0-9.]+|true|false|yes|no|on|off|none|null)$", re.I)
 
 
 def _one(entry, keys):
@@ -58,6 +66,42 @@ def redact(entries, keys=("password",)):
     return [_one(entry, keys) for entry in entries or []]
 
 
+def _secret_forms(value):
+    value = str(value)
+    found = [value]
+    # A password inside a connection URL is printed alone as often as with its URL.
+    if "://" in value:
+        try:
+            password = urlsplit(value).password
+        except ValueError:
+            password = None
+        if password:
+            found += [password, unquote(password)]
+    return found
+
+
+def secret_values(env, extra=None, plain=None):
+    """The values failure evidence must never show: every app_env value (but those named in plain, and those
+    too short or too plain to be secret), the password inside each connection URL, and the extra values
+    (vault variables)."""
+    if not isinstance(env, dict):
+        raise AnsibleFilterError("secret_values expects app_env (a dict), got %s" % type(env).__name__)
+    plain = set(plain or [])
+    values = []
+    for name, value in sorted(env.items()):
+        if name not in plain:
+            values.extend(_secret_forms(value))
+    for value in extra or []:
+        if isinstance(value, (str, int, float)):
+            values.extend(_secret_forms(value))
+    return sorted(set(v for v in values if len(v) >= 4 and not _PLAIN.match(v)))
+
+
+def masked(text, secrets):
+    """text with every secret value (and the forms an app prints it in) replaced by ********."""
+    return mask(text, forms(secrets))
+
+
 class FilterModule(object):
     def filters(self):
-        return {"redact": redact}
+        return {"redact": redact, "secret_values": secret_values, "masked": masked}

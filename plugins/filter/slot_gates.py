@@ -53,6 +53,13 @@ options:
     description: Seconds every watched unit's main process must have run before a gate passes.
     type: float
     default: 0
+  host:
+    description:
+      - The C(Host) header of each gate's requests, unless the process's C(health.host) names one - the public name
+        nginx forwards, so that an app checking it (Django C(ALLOWED_HOSTS), Starlette C(TrustedHostMiddleware))
+        answers the gate as it answers its users. Empty sends the address the gate connects to.
+    type: str
+    default: ""
 """
 
 EXAMPLES = r"""
@@ -67,8 +74,8 @@ EXAMPLES = r"""
 RETURN = r"""
 _value:
   description: >-
-    One dict per web process - C(url), C(status_codes), C(json_field), C(json_value), C(successes), C(interval),
-    C(timeout), C(request_timeout), C(units), C(settle_seconds).
+    One dict per web process - C(url), C(host), C(validate_certs), C(status_codes), C(json_field), C(json_value),
+    C(successes), C(interval), C(timeout), C(request_timeout), C(units), C(settle_seconds).
   type: list
   elements: dict
 """
@@ -77,21 +84,25 @@ from ansible.errors import AnsibleFilterError
 
 
 def slot_gates(layout, slot, kept=None, workers=None, successes=3, interval=0.25, timeout=60, request_timeout=5,
-               settle_seconds=0):
+               settle_seconds=0, host=""):
     """The health gates of a slot, one per web process (as the health_gate module and slot_switch's gates take
     them): its health endpoint on the slot's port, its unit and the slot's workers watched meanwhile. A process
     in kept (running since its slot got the release, gated then) needs one healthy answer."""
     if slot not in layout["slots"]:
         raise AnsibleFilterError("slot_gates: unknown slot %r; the slots are %s" % (slot, ", ".join(layout["slots"])))
-    host = layout["bind_address"]
-    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    host = "[%s]" % host if ":" in host else host
+    address = layout["bind_address"]
+    address = "127.0.0.1" if address in ("0.0.0.0", "::", "") else address
+    address = "[%s]" % address if ":" in address else address
     watched = layout["units"][slot]["worker"] if workers is None else list(workers)
     gates = []
     for process in layout["web"]:
         health, unit = process["health"], process["units"][slot]
+        header = health.get("host") or host
         gates.append({
-            "url": "http://%s:%d%s" % (host, process["ports"][slot], health["path"]),
+            "url": "%s://%s:%d%s" % (health.get("scheme") or "http", address, process["ports"][slot], health["path"]),
+            "host": header or None,
+            # A process answering https itself on its private port has no certificate for that address.
+            "validate_certs": False,
             "status_codes": health["status_codes"],
             "json_field": health["json_field"] or None,
             "json_value": health["json_value"] if health["json_field"] else None,

@@ -8,10 +8,15 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import re
+import socket
+import ssl
 import time
 
 from ansible.module_utils.common.text.converters import to_text
+from ansible.module_utils.six.moves import http_client
 from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
+from ansible.module_utils.six.moves.urllib.parse import urlsplit
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.botstack.deploy.plugins.module_utils.systemd import (
@@ -43,6 +48,9 @@ GATE_OPTIONS = dict(
     max_restarts=dict(type="int", default=0),
     settle_seconds=dict(type="float", default=0.0),
     journal_lines=dict(type="int", default=30),
+    host=dict(type="str"),
+    connect_to=dict(type="str"),
+    expect_headers=dict(type="dict", default={}),
 )
 
 
@@ -65,27 +73,66 @@ def _same(actual, expected):
     return to_text(actual) == to_text(expected)
 
 
+def _request_via(params):
+    """One request to params["connect_to"] (address[:port]) for the URL's host: its name is the TLS server name
+    (SNI) and the Host header, as for a client that resolved it there (curl --connect-to). Returns
+    (status, headers, body)."""
+    url = urlsplit(params["url"])
+    https = url.scheme.lower() == "https"
+    address, sep, port = params["connect_to"].rpartition(":") if params["connect_to"].count(":") == 1 \
+        else (params["connect_to"], "", "")
+    address = (address or params["connect_to"]).strip("[]")
+    port = int(port) if sep and port else (url.port or (443 if https else 80))
+    sock = socket.create_connection((address, port), timeout=params["request_timeout"])
+    try:
+        if https:
+            context = ssl.create_default_context()
+            if not params["validate_certs"]:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            sock = context.wrap_socket(sock, server_hostname=url.hostname)
+        connection = http_client.HTTPConnection(url.hostname, port, timeout=params["request_timeout"])
+        connection.sock = sock
+        headers = dict({"Host": params.get("host") or url.netloc, "Connection": "close"}, **params["headers"])
+        connection.request(params["method"], (url.path or "/") + ("?" + url.query if url.query else ""), headers=headers)
+        response = connection.getresponse()
+        return response.status, dict((k.lower(), v) for k, v in response.getheaders()), response.read(BODY_LIMIT)
+    finally:
+        sock.close()
+
+
 def probe(params):
     """One request: returns (healthy, status, error, body)."""
-    status, body = None, ""
+    status, body, headers = None, "", {}
     try:
-        response = open_url(
-            params["url"], method=params["method"], headers=params["headers"],
-            validate_certs=params["validate_certs"], timeout=params["request_timeout"],
-            unix_socket=params["unix_socket"], follow_redirects="none",
-        )
-        status = response.getcode()
-        body = to_text(response.read(BODY_LIMIT), errors="replace")
+        if params.get("connect_to"):
+            status, headers, raw = _request_via(params)
+            body = to_text(raw, errors="replace")
+        else:
+            response = open_url(
+                params["url"], method=params["method"],
+                headers=dict(params["headers"], **({"Host": params["host"]} if params.get("host") else {})),
+                validate_certs=params["validate_certs"], timeout=params["request_timeout"],
+                unix_socket=params["unix_socket"], follow_redirects="none",
+            )
+            status = response.getcode()
+            headers = dict((k.lower(), v) for k, v in response.headers.items())
+            body = to_text(response.read(BODY_LIMIT), errors="replace")
     except HTTPError as exc:
         status = exc.code
+        headers = dict((k.lower(), v) for k, v in (exc.headers or {}).items())
         try:
             body = to_text(exc.read(BODY_LIMIT), errors="replace")
         except Exception:  # pylint: disable=broad-except
             body = ""
-    except (URLError, OSError, ValueError) as exc:
+    except (URLError, OSError, ValueError, http_client.HTTPException) as exc:
         return False, None, "request failed: %s" % to_text(getattr(exc, "reason", exc)), ""
     if status not in params["status_codes"]:
         return False, status, "status %s not in %s" % (status, params["status_codes"]), body
+    for name, expected in sorted((params.get("expect_headers") or {}).items()):
+        expected, seen = str(expected), headers.get(name.lower())
+        if not (re.search(expected[1:], seen or "") if expected.startswith("~") else seen == expected):
+            return False, status, "response header %s is %r, expected %r" % (name, headers.get(name.lower()), expected), body
     if params["json_field"]:
         try:
             value = _field(json.loads(body), params["json_field"])
@@ -146,6 +193,10 @@ def gate_error(p):
         return "max_restarts must be 0 or more, got %s" % p["max_restarts"]
     if p["json_field"] and p["json_value"] is None:
         return "json_value is required with json_field (the value %s must have)" % p["json_field"]
+    if p.get("connect_to") and (p["url"] is None or p["unix_socket"]):
+        return "connect_to (the address to send the url's requests to) needs url, and not unix_socket"
+    if p.get("expect_headers") and p["url"] is None:
+        return "expect_headers are response headers of url's answers: give url too"
     return None
 
 

@@ -8,7 +8,8 @@ Layout under ``app_root``::
     releases/<id>/                 one directory per release
     releases/<id>/.release.json    its manifest (id, revision, created, sequence, status, activations...)
     slots/<slot>                   relative symlink -> ../releases/<id>: the release a slot (colour) runs
-    slots/<slot>.json              what the slot was started with (port, units, config hash...)
+    slots/<slot>.json              what the slot was started with (port, units, config id...)
+    config/<id>/                   configuration bundles (botstack.deploy.app_config), by fingerprint
     current                        relative symlink -> slots/<slot> (or releases/<id> without slots)
     .activation.json               write-ahead record of a switch in progress
     .releases.lock                 flock serialising writers
@@ -174,6 +175,12 @@ def replace_symlink(target, link):
     fsync_dir(os.path.dirname(link))
 
 
+def _last_activation(manifest, kinds=None):
+    """The newest activation of a release (of one of kinds), or {}."""
+    found = [a for a in (manifest or {}).get("activations") or [] if kinds is None or a.get("kind") in kinds]
+    return found[-1] if found else {}
+
+
 class ReleaseStore:
     """All reads and writes of one application's releases and slots."""
 
@@ -284,16 +291,39 @@ class ReleaseStore:
 
         Computed from the origin, not from current, so a rollback repeated after it
         completed (an operator's or AWX's retry) finds the same target instead of
-        going one release further back.
+        going one release further back. When the origin went live as a change of configuration
+        only (the same release with another configuration bundle), the origin itself is the
+        target: a rollback then returns to the configuration it replaced (rollback_config).
         """
+        return self.rollback_plan(releases, current)[0]
+
+    def rollback_plan(self, releases=None, current=None):
+        """(release, config) a rollback returns to; config is None when no bundle is recorded."""
         releases = self.releases() if releases is None else releases
         current = self.current() if current is None else current
         origin = self.rollback_origin(releases, current)
-        origin_seq = next((m.get("sequence") for m in releases if m["id"] == origin), None)
+        by_id = dict((m["id"], m) for m in releases)
+        went_live = _last_activation(by_id.get(origin), kinds=("deploy",))
+        if (went_live.get("from") == origin and went_live.get("from_config")
+                and went_live.get("from_config") != went_live.get("config")):
+            return origin, went_live["from_config"]
+        origin_seq = (by_id.get(origin) or {}).get("sequence")
         candidates = [m for m in releases
                       if m["id"] != origin and m.get("status") == "healthy"
                       and (origin_seq is None or m.get("sequence", 0) < origin_seq)]
-        return candidates[-1]["id"] if candidates else None
+        if not candidates:
+            return None, None
+        return candidates[-1]["id"], _last_activation(candidates[-1]).get("config")
+
+    def configs(self):
+        """Ids of the configuration bundles present (botstack.deploy.app_config writes them)."""
+        root = os.path.join(self.app_root, "config")
+        try:
+            names = sorted(os.listdir(root))
+        except OSError:
+            return []
+        return [n for n in names if not n.startswith(_TEMP_PREFIXES)
+                and os.path.isfile(os.path.join(root, n, "manifest.json"))]
 
     def describe(self):
         """Everything release_info returns: releases (with path and active flag), current, slots, rollback target."""
@@ -302,11 +332,14 @@ class ReleaseStore:
         for manifest in releases:
             manifest["path"] = self.release_path(manifest["id"])
             manifest["active"] = manifest["id"] == current
+        target, config = self.rollback_plan(releases, current)
         return dict(
             current=current,
             current_slot=self.current_slot(),
             slots=self.slots(),
-            rollback_target=self.rollback_target(releases, current),
+            rollback_target=target,
+            rollback_config=config,
+            configs=self.configs(),
             pending_activation=self.pending_activation(),
             releases=releases,
             leftovers=self.leftovers(),
@@ -386,8 +419,14 @@ class ReleaseStore:
         replace_symlink(os.path.join("..", RELEASES_DIR, release_id), self.slot_link(slot))
 
     def activate(self, release_id, slot=None, kind="deploy"):
-        """Switch current with a write-ahead record, then record the activation in the manifest."""
-        intent = {"release": release_id, "slot": slot, "from": self.current(), "kind": kind, "at": utcnow()}
+        """Switch current with a write-ahead record, then record the activation in the manifest.
+
+        The record names the configuration bundle the slot runs (its data's config) and the one the
+        previous live slot ran, so a rollback can return to either."""
+        slots = self.slots()
+        intent = {"release": release_id, "slot": slot, "from": self.current(), "kind": kind, "at": utcnow(),
+                  "config": ((slots.get(slot) or {}).get("data") or {}).get("config"),
+                  "from_config": ((slots.get(self.current_slot()) or {}).get("data") or {}).get("config")}
         write_json_atomic(self.activation_file, intent)
         target = os.path.join(SLOTS_DIR, slot) if slot else os.path.join(RELEASES_DIR, release_id)
         replace_symlink(target, self.current_link)
@@ -406,7 +445,8 @@ class ReleaseStore:
             manifest = self.read_manifest(intent["release"])
             activations = manifest.get("activations") or []
             if not activations or activations[-1].get("at") != intent["at"]:
-                activations = (activations + [dict((k, intent[k]) for k in ("at", "from", "slot", "kind"))])
+                recorded = ("at", "from", "slot", "kind", "config", "from_config")
+                activations = activations + [dict((k, intent.get(k)) for k in recorded)]
                 fields = {"activations": activations[-ACTIVATIONS_KEPT:]}
                 if not manifest.get("activated"):
                     # The lineage: what this release replaced when it first went live.

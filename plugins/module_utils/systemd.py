@@ -139,12 +139,30 @@ _RUNNING = ("active", "activating", "reloading")
 _ENABLED = ("enabled", "enabled-runtime", "alias", "linked", "linked-runtime")
 
 
-def _running_matching(module, pattern):
+def _running_of_app(module, app):
+    """Running units of app: named <app>-*@*.service and started with BOTSTACK_APP=<app> in their environment
+    (botstack.deploy.app's units carry it), so that app shop never matches units of app shop-admin. Migrations
+    (BOTSTACK_KIND=migrate) are never among them: stopping one would kill it half-way."""
+    pattern = "%s-*@*.service" % app
     rc, out, err = module.run_command(["systemctl", "list-units", "--plain", "--no-legend", "--type=service",
                                        "--state=" + ",".join(_RUNNING), pattern])
     if rc != 0:
         module.fail_json(msg="systemctl list-units %s failed: %s" % (pattern, (err or out).strip()))
-    return [line.split()[0] for line in out.splitlines() if line.split() and fnmatch.fnmatch(line.split()[0], pattern)]
+    named = [line.split()[0] for line in out.splitlines() if line.split() and fnmatch.fnmatch(line.split()[0], pattern)]
+    if not named:
+        return []
+    rc, out, err = module.run_command(["systemctl", "show", "--property=Id,Environment", "--"] + named)
+    owned, unit = [], None
+    for line in out.splitlines() + [""]:
+        key, dummy, value = line.partition("=")
+        if key == "Id":
+            unit = value
+        elif key == "Environment" and unit:
+            words = value.split()
+            if "BOTSTACK_APP=%s" % app in words and "BOTSTACK_KIND=migrate" not in words:
+                owned.append(unit)
+            unit = None
+    return [u for u in named if u in owned]
 
 
 def _parse_utc(module, text):
@@ -222,12 +240,14 @@ def apply_units(module, p):
             module.run_command(["systemctl", "daemon-reload"], check_rc=True)
 
     stray = []
-    if p["stopped_matching"]:
+    if p["stopped_app"]:
         spared = set(p["keep"]) | set(p["started"]) | set(p["restarted"])
-        stray = [u for u in _running_matching(module, p["stopped_matching"]) if u not in spared]
+        stray = [u for u in _running_of_app(module, p["stopped_app"]) if u not in spared]
     every = list(dict.fromkeys(p["stopped"] + stray + p["restarted"] + p["started"] + p["enabled"] + p["disabled"]))
     states = unit_states(module, every)
-    missing = sorted(u for u in every if states[u].get("LoadState") == "not-found" and u not in stray)
+    # A unit that does not exist is stopped and disabled already; one to start or enable must exist.
+    needed = set(p["restarted"] + p["started"] + p["enabled"])
+    missing = sorted(u for u in needed if states[u].get("LoadState") == "not-found")
     if missing:
         module.fail_json(msg="no such unit: %s (is the app role applied, and the unit name right?)" % ", ".join(missing),
                          units=states)
@@ -242,7 +262,8 @@ def apply_units(module, p):
     to_stop = [u for u in list(dict.fromkeys(p["stopped"] + stray + restarted))
                if states[u].get("ActiveState") in _RUNNING]
     to_start = list(dict.fromkeys(restarted + [u for u in p["started"] if states[u].get("ActiveState") != "active"]))
-    to_disable = [u for u in p["disabled"] if states[u].get("UnitFileState") in _ENABLED]
+    to_disable = [u for u in p["disabled"] if states[u].get("UnitFileState") in _ENABLED
+                  and states[u].get("LoadState") != "not-found"]
     to_enable = [u for u in p["enabled"] if states[u].get("UnitFileState") not in _ENABLED]
     # Units restarted here must be gone before they start again: never --no-block for them.
     waited = set(restarted) | set(p["stop_waited"])

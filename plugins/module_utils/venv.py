@@ -5,17 +5,24 @@
 
 Layout under ``venvs_dir``::
 
-    <impl>-<version>-<key16>/                 one complete venv per (interpreter, locked deps)
+    <impl>-<version>-<key16>/                 one complete venv per (interpreter, locked deps[, project])
     <impl>-<version>-<key16>/.botstack-venv.json   its manifest, written last before the rename
     .tmp-<name>-<random>/                     a venv being built (never used by anyone)
     .trash-<name>-<random>/                   a venv being removed
-    .venvs.lock                               flock serialising builders and pruners
+    .apps.json                                the app roots (and other links) that link venvs of this store
+    .venvs.lock                               flock serialising builders, linkers and pruners
 
 A venv directory with a manifest is complete: builds happen in a temporary
 directory that is renamed into place in one ``rename(2)``. The key covers the
 interpreter (implementation, full version, ABI, machine, resolved executable),
-the locked requirements (comments and blank lines dropped), the seed
-packages and the bytecode option, so a code-only release reuses its venv without installing anything.
+the locked requirements (comments and blank lines dropped; a uv.lock counts as
+what ``uv export`` gives for it), the seed packages and the bytecode option, so a
+code-only release reuses its venv without installing anything. A venv that also
+holds the project itself adds the project's source fingerprint to the key.
+
+Several apps may share one store: every link made through the module registers
+its app root in ``.apps.json``, and pruning keeps what the releases of every
+registered root link to, whichever app asked for the prune.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -27,11 +34,17 @@ import json
 import os
 import re
 import shutil
+import stat
 import uuid
 
+from ansible.module_utils.six.moves.urllib.parse import unquote, urlparse
+
 from ansible_collections.botstack.deploy.plugins.module_utils.release import (
+    MANIFEST as RELEASE_MANIFEST,
+    RELEASES_DIR,
     flocked,
     fsync_dir,
+    read_json,
     utcnow,
     write_json_atomic,
 )
@@ -41,8 +54,18 @@ LOCK_FILE = ".venvs.lock"
 TEMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
 KEY_FORMAT = 1
+REGISTRY = ".apps.json"
+REGISTRY_TEMP = REGISTRY + ".tmp-"  # write_json_atomic's temporary names
+BUILD_DIR = ".botstack-build"  # inside a venv being built: the project's copy and wheel, removed before publish
 _INCLUDE = re.compile(r"^\s*(-r|-c|--requirement|--constraint)(\s|=|$)")
+_EDITABLE = re.compile(r"^\s*(-e|--editable)(\s|=|$)")
+_NAMED_URL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\s*(?:\[[^\]]*\])?\s*@\s*(\S+)")
 RELEASE_LINK = ".venv"
+# Never part of a project's fingerprint nor of the copy its wheel is built from: version control,
+# caches, venvs, build outputs, and the record the release module keeps in a release.
+_SKIP_DIRS = frozenset((".git", ".hg", ".svn", "__pycache__", ".venv", ".tox", ".nox", ".mypy_cache",
+                        ".pytest_cache", ".ruff_cache"))
+_SKIP_TOP = frozenset(("build", "dist"))
 # What temp_path() and remove() name their directories: <prefix><venv name>-<8 hex>.
 _LEFTOVER = re.compile(r"^(%s|%s)[a-z0-9]+-[0-9][0-9A-Za-z.+]*-[0-9a-f]{16}-[0-9a-f]{8}$"
                        % (re.escape(TEMP_PREFIX), re.escape(TRASH_PREFIX)))
@@ -60,10 +83,16 @@ class VenvError(Exception):
     """A request that cannot be carried out; the message names the option and the fix."""
 
 
-def normalized_requirements(text, option="requirements"):
-    """The lines an installer reads: comments, blank lines and trailing spaces dropped."""
+def normalized_requirements(text, option="requirements", source=None):
+    """The lines an installer reads: comments, blank lines and trailing spaces dropped.
+
+    Refuses includes (the key covers one file) and editable installs (a venv must not point
+    into a release, which is read-only and replaced on every deploy). source names the file
+    in messages (default: the option).
+    """
+    source = source or option
     lines = []
-    for raw in text.replace("\r\n", "\n").split("\n"):
+    for number, raw in enumerate(text.replace("\r\n", "\n").split("\n"), 1):
         line = raw.split(" #", 1)[0].rstrip() if not raw.lstrip().startswith("#") else ""
         if not line.strip():
             continue
@@ -72,23 +101,141 @@ def normalized_requirements(text, option="requirements"):
                 "%s includes another file (%s): the venv key covers one file only. Compile a single "
                 "lock file (uv pip compile / uv export / pip-compile) and point %s at it"
                 % (option, line.strip(), option))
+        if _EDITABLE.match(line):
+            raise VenvError(
+                "%s line %d: \"%s\" is an editable install. A release is read-only and replaced on every "
+                "deploy, and the venv is shared by releases, so it must not point into one: install the project "
+                "non-editably with the project option (role variable python_venv_project), or drop the line"
+                % (source, number, line.strip()))
         lines.append(line)
     return "\n".join(lines) + "\n"
 
 
-def venv_key(identity, requirements_text, seed_packages, compile_bytecode=True):
-    payload = json.dumps({
+def local_directories(requirements_text, base):
+    """Requirement lines naming a local directory (relative paths from base): the key covers the
+    requirements' text, not the directory's files, so a changed directory would reuse a stale venv."""
+    found = []
+    for line in requirements_text.splitlines():
+        spec = line.strip().rstrip("\\").strip()
+        if not spec or spec.startswith("-"):
+            continue
+        spec = spec.split(";", 1)[0].split(" --", 1)[0].strip()
+        named = _NAMED_URL.match(spec)
+        target = named.group(1) if named else spec
+        if target.startswith("file:"):
+            target = unquote(urlparse(target).path)
+        elif not target.startswith((".", "/")):
+            continue
+        if os.path.isdir(os.path.join(base, target)):
+            found.append(spec)
+    return found
+
+
+def venv_key(identity, requirements_text, seed_packages, compile_bytecode=True, project=None):
+    """SHA-256 of what a venv is made of; project is the project's fingerprint when it is installed too."""
+    payload = {
         "format": KEY_FORMAT,
         "python": identity,
         "requirements": requirements_text,
         "seed": list(seed_packages),
         "bytecode": bool(compile_bytecode),
-    }, sort_keys=True)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    }
+    if project:  # absent otherwise, so deps-only venvs keep the keys they always had
+        payload["project"] = project
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def venv_name(identity, key):
     return "%s-%s-%s" % (identity["implementation"], identity["version"], key[:16])
+
+
+def _project_entries(root):
+    """(relative path, kind, data) of what a project is built from, sorted.
+
+    kind is "file" (data: exec bit, content sha256) or "link" (data: its target, for links that
+    stay inside the project; others, such as a release's shared directories, are left out).
+    """
+    root = os.path.realpath(root)
+    entries = []
+    for top, dirs, files in os.walk(root):
+        rel_top = os.path.relpath(top, root)
+        rel_top = "" if rel_top == "." else rel_top
+        kept = []
+        for name in sorted(dirs):
+            path = os.path.join(top, name)
+            if name in _SKIP_DIRS or name.endswith(".egg-info") or (not rel_top and name in _SKIP_TOP):
+                continue
+            if os.path.islink(path):
+                files.append(name)  # recorded as a link below, never walked into
+                continue
+            kept.append(name)
+        dirs[:] = kept
+        for name in sorted(files):
+            path = os.path.join(top, name)
+            rel = os.path.join(rel_top, name)
+            if name.endswith((".pyc", ".pyo")) or (not rel_top and name.startswith(RELEASE_MANIFEST)):
+                continue
+            info = os.lstat(path)
+            if stat.S_ISLNK(info.st_mode):
+                real = os.path.realpath(path)
+                if real.startswith(root + os.sep) and os.path.exists(real):
+                    entries.append((rel, "link", os.readlink(path)))
+            elif stat.S_ISREG(info.st_mode):
+                digest = hashlib.sha256()
+                with open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+                entries.append((rel, "file", "%d:%s" % (bool(info.st_mode & 0o111), digest.hexdigest())))
+    return sorted(entries)
+
+
+def project_fingerprint(root):
+    """(fingerprint, entries) of the project at root: a SHA-256 over its files' paths, modes and content.
+
+    Path-independent, so the same code in two release directories has the same fingerprint.
+    """
+    if not os.path.isdir(root):
+        raise VenvError("project %s is not a directory: point project at the directory holding the project's "
+                        "pyproject.toml" % root)
+    if not any(os.path.isfile(os.path.join(root, f)) for f in ("pyproject.toml", "setup.py")):
+        raise VenvError("project %s has neither a pyproject.toml nor a setup.py: point project at the directory "
+                        "holding the project's pyproject.toml" % root)
+    entries = _project_entries(root)
+    payload = json.dumps(entries, separators=(",", ":")).encode("utf-8")
+    return hashlib.sha256(payload).hexdigest(), entries
+
+
+def copy_project(root, dest, entries):
+    """Copy exactly the fingerprinted entries: the wheel is built from what the key covers, and
+    building never writes into the project (setuptools leaves build/ and *.egg-info behind)."""
+    root = os.path.realpath(root)
+    for rel, kind, data in entries:
+        target = os.path.join(dest, rel)
+        parent = os.path.dirname(target)
+        if not os.path.isdir(parent):
+            os.makedirs(parent)
+        if kind == "link":
+            os.symlink(data, target)
+        else:
+            shutil.copy2(os.path.join(root, rel), target)
+
+
+def app_root_of_link(link):
+    """The app root of a release's venv link (<root>/releases/<id>/.venv), else None."""
+    link = os.path.abspath(link)
+    release = os.path.dirname(link)
+    if os.path.basename(link) == RELEASE_LINK and os.path.basename(os.path.dirname(release)) == RELEASES_DIR:
+        return os.path.dirname(os.path.dirname(release))
+    return None
+
+
+def _app_root_of_file(path):
+    """The app root of a release or of a file in one (<root>/releases/<id>[/...]), else None."""
+    parts = os.path.abspath(path).split(os.sep)
+    for index in range(len(parts) - 2, 0, -1):
+        if parts[index] == RELEASES_DIR:
+            return os.sep.join(parts[:index]) or os.sep
+    return None
 
 
 def relocate_scripts(venv, old, new):
@@ -162,13 +309,19 @@ class VenvStore(object):
         if not os.path.isdir(self.root):
             return []
         return sorted(self.path(n) for n in os.listdir(self.root)
-                      if n not in (LOCK_FILE, ".cache") and not _LEFTOVER.match(n) and self.manifest(n) is None)
+                      if n not in (LOCK_FILE, REGISTRY, ".cache") and not n.startswith(REGISTRY_TEMP)
+                      and not _LEFTOVER.match(n) and self.manifest(n) is None)
 
     def remove_leftovers(self):
+        """Remove leftovers (the caller holds the lock), the registry's temporary files included."""
         removed = []
         for path in self.leftovers():
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
+        if os.path.isdir(self.root):
+            for name in os.listdir(self.root):
+                if name.startswith(REGISTRY_TEMP) and os.path.isfile(self.path(name)):
+                    os.unlink(self.path(name))
         return removed
 
     def temp_path(self, name):
@@ -197,7 +350,7 @@ class VenvStore(object):
         """Venv names linked from releases under app_roots (``releases/*/.venv``)."""
         used = set()
         for app_root in app_roots:
-            releases = os.path.join(app_root, "releases")
+            releases = os.path.join(app_root, RELEASES_DIR)
             if not os.path.isdir(releases):
                 continue
             for release in os.listdir(releases):
@@ -206,6 +359,57 @@ class VenvStore(object):
                 if name:
                     used.add(name)
         return used
+
+    def linked_from(self, links):
+        """Venv names the given links point at."""
+        return set(name for name in (self.name_of(link) for link in links if os.path.islink(link)) if name)
+
+    def registry(self):
+        """What links venvs of this store: {"app_roots": [...], "links": [...]} (links outside a release)."""
+        data = read_json(self.path(REGISTRY)) or {}
+        return {"app_roots": sorted(set(data.get("app_roots", []))), "links": sorted(set(data.get("links", [])))}
+
+    def _write_registry(self, registry):
+        write_json_atomic(self.path(REGISTRY), dict(registry, format=1))
+        fsync_dir(self.root)
+
+    def register(self, link, write=True):
+        """Record who links a venv (the caller holds the lock): the app root of a release's link
+        (<root>/releases/<id>/.venv), any other link itself. True when the registry changes."""
+        registry = self.registry()
+        root = app_root_of_link(link)
+        kind, entry = ("app_roots", root) if root else ("links", os.path.abspath(link))
+        if entry in registry[kind]:
+            return False
+        if write:
+            registry[kind] = sorted(registry[kind] + [entry])
+            self._write_registry(registry)
+        return True
+
+    def forget_missing(self, write=True):
+        """Drop registered app roots and links that no longer exist (the caller holds the lock to write).
+
+        Returns (registry left, entries dropped)."""
+        registry = self.registry()
+        gone = [r for r in registry["app_roots"] if not os.path.isdir(r)]
+        gone += [link for link in registry["links"] if not os.path.lexists(link)]
+        if gone:
+            registry = {"app_roots": [r for r in registry["app_roots"] if r not in gone],
+                        "links": [link for link in registry["links"] if link not in gone]}
+            if write:
+                self._write_registry(registry)
+        return registry, gone
+
+    def builder_roots(self):
+        """App roots the venvs' manifests name (their requirements or project inside a release): covers
+        venvs linked before the registry existed, by apps that have not deployed since."""
+        roots = set()
+        for manifest in self.venvs():
+            for path in (manifest.get("requirements"), (manifest.get("project") or {}).get("path")):
+                root = _app_root_of_file(path) if path else None
+                if root and os.path.isdir(root):
+                    roots.add(root)
+        return roots
 
     def name_of(self, path):
         """The venv name for a path inside venvs_dir, or None for a path elsewhere."""

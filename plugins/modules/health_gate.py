@@ -105,6 +105,33 @@ options:
     description: Journal lines of each unit attached to a failure (those logged since the unit's current start).
     type: int
     default: 30
+  host:
+    description:
+      - The C(Host) header of the requests (not secret, unlike I(headers)), e.g. the public name an app that checks
+        it (Django C(ALLOWED_HOSTS)) accepts. Default - the URL's host.
+    type: str
+  connect_to:
+    description:
+      - Send I(url)'s requests to this address (C(address) or C(address:port)) instead of the address its host
+        name resolves to, with that name as TLS server name (SNI) and C(Host) header, as C(curl --connect-to)
+        does. Checks the path a user's request takes through a proxy from the proxy's own host, e.g. I(url)
+        C(https://shop.example.com/healthz) with I(connect_to) C(127.0.0.1).
+    type: str
+  expect_headers:
+    description:
+      - Response headers an answer must carry, with these values, to count as healthy (names are not
+        case-sensitive), e.g. the upstream nginx chose for the request. A value starting with C(~) is a regular
+        expression the header must contain a match of.
+    type: dict
+    default: {}
+  secrets:
+    description:
+      - Values that must never appear in the result, in the failure's evidence above all (an app's journal can
+        print its settings). Each is masked, also URL-quoted and escaped as an app would print it. Values shorter
+        than 4 characters are not masked.
+    type: list
+    elements: str
+    default: []
 author:
   - botstack.deploy maintainers (@botstack)
 """
@@ -130,6 +157,14 @@ EXAMPLES = r"""
     url: https://bot.example.com/health
     successes: 2
   delegate_to: localhost
+
+- name: Check the public path through the local nginx reaches the green slot
+  botstack.deploy.health_gate:
+    url: https://shop.example.com/healthz
+    connect_to: 127.0.0.1
+    validate_certs: false
+    headers: {X-Botstack-Probe: upstream-of-this-answer}
+    expect_headers: {X-Botstack-Upstream: "127.0.0.1:8002"}
 
 - name: Check through a unix socket
   botstack.deploy.health_gate:
@@ -175,10 +210,14 @@ journal:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.botstack.deploy.plugins.module_utils.health import GATE_OPTIONS, gate_error, run_gate
+from ansible_collections.botstack.deploy.plugins.module_utils.lock import heartbeat
+from ansible_collections.botstack.deploy.plugins.module_utils.redact import SECRETS_OPTION, protect
 
 
 def main():
-    module = AnsibleModule(argument_spec=GATE_OPTIONS, supports_check_mode=True)
+    heartbeat()
+    module = AnsibleModule(argument_spec=dict(GATE_OPTIONS, secrets=SECRETS_OPTION), supports_check_mode=True)
+    protect(module, module.params["secrets"])
     error = gate_error(module.params)
     if error:
         module.fail_json(msg=error)

@@ -106,10 +106,12 @@ pending_reload:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.botstack.deploy.plugins.module_utils.lock import heartbeat
 from ansible_collections.botstack.deploy.plugins.module_utils.nginx_upstream import apply_entry
 
 
 def main():
+    heartbeat()
     module = AnsibleModule(
         argument_spec=dict(
             dir=dict(type="path", required=True),

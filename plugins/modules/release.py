@@ -213,6 +213,7 @@ actions:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.botstack.deploy.plugins.module_utils.lock import heartbeat
 from ansible_collections.botstack.deploy.plugins.module_utils.release import (
     STATE_OPTIONS,
     STATUSES,
@@ -251,6 +252,7 @@ def run_module():
 
 
 def main():
+    heartbeat()
     run_module()
 
 

@@ -57,9 +57,21 @@ slots:
 rollback_target:
   description:
     - Newest healthy release older than the one a rollback undoes (the active release, or the release the
-      active one was rolled back from), or null. Equal to C(current) once a rollback completed.
+      active one was rolled back from), or null. Equal to C(current) once a rollback completed. When the
+      active release went live as a change of configuration only, that release itself (see C(rollback_config)).
   returned: always
   type: str
+rollback_config:
+  description:
+    - The configuration bundle (botstack.deploy.app_config) a rollback returns to - the one C(rollback_target) last
+      ran with, or the one a change of configuration only replaced - or null when none was recorded.
+  returned: always
+  type: str
+configs:
+  description: Ids of the configuration bundles present under C(<app_root>/config/).
+  returned: always
+  type: list
+  elements: str
 pending_activation:
   description: A switch of C(current) an interrupted run recorded but did not finish (the next write finishes it), or null.
   returned: always
@@ -78,10 +90,12 @@ leftovers:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.botstack.deploy.plugins.module_utils.lock import heartbeat
 from ansible_collections.botstack.deploy.plugins.module_utils.release import ReleaseError, ReleaseStore
 
 
 def main():
+    heartbeat()
     module = AnsibleModule(
         argument_spec=dict(app_root=dict(type="path", required=True)),
         supports_check_mode=True,

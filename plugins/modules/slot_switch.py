@@ -68,6 +68,9 @@ options:
     description:
       - Health gates the new slot passes before anything is switched, as M(botstack.deploy.health_gate) runs them
         (see its options), one per web process.
+      - A gate with I(after_switch) runs once the switch is done and the proxy on this host points at the new slot
+        - the public path a user's request takes - and before I(status) is recorded; when it fails, the task fails
+        with C(failed_step=public), the switch done (the caller puts the previous slot back).
     type: list
     elements: dict
     default: []
@@ -75,6 +78,28 @@ options:
       url:
         description: C(http://) or C(https://) URL to poll; without it, only I(units) are watched.
         type: str
+      after_switch:
+        description: Run this gate after the switch (the public path), not before it.
+        type: bool
+        default: false
+      host:
+        description: The C(Host) header of the requests (not secret); default the URL's host.
+        type: str
+      connect_to:
+        description: Send the requests to this address (C(address[:port])), the URL's host as TLS server name and C(Host).
+        type: str
+      headers:
+        description: Extra request headers (never logged).
+        type: dict
+        default: {}
+      expect_headers:
+        description: Response headers (and values) an answer must carry to count as healthy.
+        type: dict
+        default: {}
+      validate_certs:
+        description: Verify TLS certificates.
+        type: bool
+        default: true
       status_codes:
         description: Status codes that count as healthy.
         type: list
@@ -123,6 +148,11 @@ options:
     default: []
   disabled:
     description: Units disabled, the old slot's.
+    type: list
+    elements: str
+    default: []
+  secrets:
+    description: Values never shown in the result (masked in the gates' evidence, as M(botstack.deploy.health_gate) does).
     type: list
     elements: str
     default: []
@@ -198,7 +228,7 @@ upstream:
   returned: when I(upstream) is given and not in check mode
   type: dict
 failed_step:
-  description: C(gate) when a gate failed (nothing was changed then).
+  description: C(gate) when a gate failed (nothing was changed then), C(public) when a gate after the switch failed.
   returned: on failure of a gate
   type: str
   sample: gate
@@ -214,21 +244,24 @@ actions:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.botstack.deploy.plugins.module_utils.health import GATE_OPTIONS, gate_error, run_gate
+from ansible_collections.botstack.deploy.plugins.module_utils.lock import heartbeat
 from ansible_collections.botstack.deploy.plugins.module_utils.nginx_upstream import apply_entry
+from ansible_collections.botstack.deploy.plugins.module_utils.redact import SECRETS_OPTION, protect
 from ansible_collections.botstack.deploy.plugins.module_utils.release import STATE_OPTIONS, STATUSES, run_release
 from ansible_collections.botstack.deploy.plugins.module_utils.systemd import apply_units
 
-_UNIT_DEFAULTS = dict(stopped_matching=None, keep=[], drain={}, drain_timeout=60, started=[], restarted=[],
+_UNIT_DEFAULTS = dict(stopped_app=None, keep=[], drain={}, drain_timeout=60, started=[], restarted=[],
                       fresh_since=None, settle=0, settle_interval=0.5, settle_seconds=0, no_block=True,
                       stop_waited=[], stop_last=False, daemon_reload=False,
                       journal_lines=30)
 # The gate options a switch takes; the others keep health_gate's defaults.
 _GATE_KEYS = ("url", "status_codes", "json_field", "json_value", "successes", "interval", "timeout",
-              "request_timeout", "units", "settle_seconds")
+              "request_timeout", "units", "settle_seconds", "host", "connect_to", "headers", "expect_headers", "validate_certs")
 _GATE_DEFAULTS = dict((k, v.get("default")) for k, v in GATE_OPTIONS.items() if k not in _GATE_KEYS)
 
 
 def main():
+    heartbeat()
     module = AnsibleModule(
         argument_spec=dict(
             app_root=dict(type="path", required=True),
@@ -238,8 +271,9 @@ def main():
             status=dict(type="str", choices=list(STATUSES)),
             force=dict(type="bool", default=False),
             gates=dict(type="list", elements="dict", default=[],
-                       options=dict((k, dict((o, v) for o, v in GATE_OPTIONS[k].items() if o != "aliases"))
-                                    for k in _GATE_KEYS)),
+                       options=dict([(k, dict((o, v) for o, v in GATE_OPTIONS[k].items() if o != "aliases"))
+                                     for k in _GATE_KEYS] + [("after_switch", dict(type="bool", default=False))])),
+            secrets=SECRETS_OPTION,
             stopped=dict(type="list", elements="str", default=[]),
             enabled=dict(type="list", elements="str", default=[]),
             disabled=dict(type="list", elements="str", default=[]),
@@ -254,6 +288,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    protect(module, p["secrets"])
     if p["status"] is not None and p["state"] != "active":
         module.fail_json(msg="status is recorded by a deploy (state=active); a rollback keeps the status of the "
                              "release it returns to: remove status")
@@ -266,13 +301,17 @@ def main():
 
     result = dict(changed=False, actions=[])
     diffs = []
-    if gates and not module.check_mode:
-        result["gates"] = []
+
+    def run_gates(after_switch):
         for gate in gates:
+            if gate["after_switch"] != after_switch or module.check_mode:
+                continue
             outcome, failure = run_gate(module, gate)
-            result["gates"].append(outcome)
+            result.setdefault("gates", []).append(outcome)
             if failure:
-                module.fail_json(msg=failure, failed_step="gate", **result)
+                module.fail_json(msg=failure, failed_step="public" if after_switch else "gate", **result)
+
+    run_gates(after_switch=False)
 
     def record(name, step):
         result[name] = step
@@ -287,12 +326,24 @@ def main():
     if not module.check_mode:
         units = dict(_UNIT_DEFAULTS, stopped=p["stopped"], enabled=p["enabled"], disabled=p["disabled"])
         record("units", apply_units(module, units))
+    # The status (healthy) is recorded only once the gates after the switch passed: a release is called
+    # healthy when a request along the public path reached it.
+    public = [g for g in gates if g["after_switch"]] if not module.check_mode else []
     release = dict.fromkeys(set().union(*STATE_OPTIONS.values()))
     release.update(app_root=p["app_root"], release_id=p["release_id"], state=p["state"], slot=p["slot"],
-                   status=p["status"], force=p["force"])
+                   status=None if public else p["status"], force=p["force"])
     record("release", run_release(module, release))
     if p["upstream"] and not module.check_mode:
         record("upstream", apply_entry(module, dict(p["upstream"], down=False, reload=True)))
+    run_gates(after_switch=True)
+    if public and p["status"]:
+        status = dict.fromkeys(set().union(*STATE_OPTIONS.values()))
+        status.update(app_root=p["app_root"], release_id=result["release"]["release"]["id"], state="present",
+                      status=p["status"], force=False)
+        step = run_release(module, status)
+        result["release"]["actions"] = result["release"].get("actions", []) + step.get("actions", [])
+        result["changed"] = result["changed"] or step["changed"]
+        result["actions"].extend(step.get("actions", []))
     if module._diff and diffs:
         result["diff"] = diffs
     module.exit_json(**result)

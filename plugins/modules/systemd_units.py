@@ -31,17 +31,20 @@ attributes:
     platforms: posix
 options:
   stopped:
-    description: Units to stop (those active, activating or reloading).
+    description: Units to stop (those active, activating or reloading). A unit that does not exist counts as stopped.
     type: list
     elements: str
     default: []
-  stopped_matching:
+  stopped_app:
     description:
-      - A unit name pattern (C(systemctl list-units) glob, e.g. C(botstack-*@*.service)); every running unit it
-        matches is stopped, except those in I(keep) and I(started).
+      - An application's name (botstack.deploy.app's C(app_name)); every running unit of that application is
+        stopped, except those in I(keep), I(started) and I(restarted). A unit belongs to it when it is named
+        C(<app>-*@*.service) and its environment holds C(BOTSTACK_APP=<app>) - never a unit of another app
+        whose name starts the same (C(shop) and C(shop-admin)). Its migration units (C(BOTSTACK_KIND=migrate))
+        are never stopped this way, as that would kill a migration half-way.
     type: str
   keep:
-    description: Units I(stopped_matching) leaves running.
+    description: Units I(stopped_app) leaves running.
     type: list
     elements: str
     default: []
@@ -97,7 +100,7 @@ options:
     elements: str
     default: []
   disabled:
-    description: Units to disable.
+    description: Units to disable (a unit that does not exist counts as disabled).
     type: list
     elements: str
     default: []
@@ -125,6 +128,13 @@ options:
     description: Run C(systemctl daemon-reload) first.
     type: bool
     default: false
+  secrets:
+    description:
+      - Values never shown in the result - above all in the journal lines of a unit that failed, which an app can
+        fill with its settings. Each is masked, also URL-quoted and escaped as an app prints it (4 characters or more).
+    type: list
+    elements: str
+    default: []
   journal_lines:
     description: Journal lines of a unit that failed attached to the failure.
     type: int
@@ -143,7 +153,7 @@ EXAMPLES = r"""
 
 - name: Stop everything of the app outside the green slot, after the blue API's connections finished
   botstack.deploy.systemd_units:
-    stopped_matching: botstack-*@*.service
+    stopped_app: botstack
     keep: [botstack-api@green.service, botstack-worker@green.service]
     drain: {botstack-api@blue.service: [8001]}
     no_block: true
@@ -175,14 +185,17 @@ drained:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.botstack.deploy.plugins.module_utils.lock import heartbeat
+from ansible_collections.botstack.deploy.plugins.module_utils.redact import SECRETS_OPTION, protect
 from ansible_collections.botstack.deploy.plugins.module_utils.systemd import apply_units
 
 
 def main():
+    heartbeat()
     module = AnsibleModule(
         argument_spec=dict(
             stopped=dict(type="list", elements="str", default=[]),
-            stopped_matching=dict(type="str"),
+            stopped_app=dict(type="str"),
             keep=dict(type="list", elements="str", default=[]),
             drain=dict(type="dict", default={}),
             drain_timeout=dict(type="float", default=60),
@@ -199,9 +212,11 @@ def main():
             stop_last=dict(type="bool", default=False),
             daemon_reload=dict(type="bool", default=False),
             journal_lines=dict(type="int", default=30),
+            secrets=SECRETS_OPTION,
         ),
         supports_check_mode=True,
     )
+    protect(module, module.params["secrets"])
     module.exit_json(**apply_units(module, module.params))
 
 

@@ -7,6 +7,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import uuid
 
 import pytest
 
@@ -28,7 +29,8 @@ def run_module(name: str, args: dict, tmp_path: pathlib.Path, check: bool = Fals
     payload = dict(args)
     payload.update({"_ansible_check_mode": check, "_ansible_diff": diff, "_ansible_remote_tmp": str(tmp_path),
                     "_ansible_keep_remote_files": False})
-    args_file = tmp_path / f"args-{name}-{os.getpid()}-{len(list(tmp_path.iterdir()))}.json"
+    # A unique name: tests may run modules from several threads at once.
+    args_file = tmp_path / f"args-{name}-{os.getpid()}-{uuid.uuid4().hex[:12]}.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": payload}))
     proc = subprocess.run([sys.executable, str(MODULES / f"{name}.py"), str(args_file)],
                           capture_output=True, text=True, env=module_env(extra_path), timeout=timeout, check=False)

@@ -108,8 +108,11 @@ def test_only_the_live_slot_runs_and_starts_at_boot(host):
 def test_the_layout_and_its_permissions(host):
     root = host.file(APP_ROOT)
     assert (root.user, root.group, root.mode) == ("root", "botstack", 0o750)
-    env = host.file(f"{APP_ROOT}/.env")
-    assert (env.user, env.mode) == ("botstack", 0o600)
+    # The environment lives in the configuration bundle the live slot runs: the app reads it, cannot change it.
+    config = releases()["slots"][releases()["current_slot"]]["data"]["config"]
+    env = host.file(f"{APP_ROOT}/config/{config}/env")
+    assert (env.user, env.group, env.mode) == ("root", "botstack", 0o640)
+    assert not host.file(f"{APP_ROOT}/.env").exists
     assert host.file(f"{APP_ROOT}/shared/logs").user == "botstack"
     user = host.user("botstack")
     assert user.shell == "/usr/sbin/nologin" and user.password in ("!", "*", "!*")
@@ -124,7 +127,10 @@ def test_the_layout_and_its_permissions(host):
 
 def test_every_app_unit_scores_two_or_less_in_systemd_analyze_security(host, reports_dir):
     scores = {}
-    units = [f"botstack-{p}@{slot}.service" for p in ("api", "worker", "scheduler", "migrate") for slot in ("blue", "green")]
+    # Each slot's units are installed from the configuration bundle it runs (only the live slot's so far).
+    live = releases()["current_slot"]
+    units = [f"botstack-{p}@{live}.service" for p in ("api", "worker", "scheduler", "migrate")]
+    assert sorted(host.check_output("ls /etc/systemd/system | grep '^botstack-.*@.*[.]service$'").split()) == sorted(units)
     for unit in units:
         out = host.check_output(f"systemd-analyze security {unit} --no-pager")
         scores[unit] = float(out.strip().splitlines()[-1].split("level for")[1].split(":")[1].split()[0])
@@ -336,8 +342,9 @@ def test_a_deploy_killed_at_any_point_never_leaves_nginx_on_a_dead_release(host,
         for trial in range(KILL_TRIALS):
             version = "v1" if trial % 2 == 0 else "v2"
             delay = rng.uniform(0.5, 12.0)
+            # Going back and forth between two releases: the older one only with the explicit flag.
             cmd = ["ansible-playbook", "-i", str(molecule_path("MOLECULE_INVENTORY_FILE")),
-                   str(PLAYBOOKS / "deploy.yml"), "-e", f"deploy_version={version}"]
+                   str(PLAYBOOKS / "deploy.yml"), "-e", f"deploy_version={version}", "-e", "deploy_allow_older=true"]
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             try:
                 proc.wait(delay)
@@ -350,7 +357,7 @@ def test_a_deploy_killed_at_any_point_never_leaves_nginx_on_a_dead_release(host,
             trials.append((version, round(delay, 1), outcome))
             assert get(base_url, "/health").status_code == 200, trials
     assert traffic.report.failed == 0, f"{traffic.report.summary()} trials {trials}"
-    assert_ok(deploy("-e", "deploy_version=v2"))
+    assert_ok(deploy("-e", "deploy_version=v2", "-e", "deploy_allow_older=true"))
     info = releases()
     assert info["current"].startswith("v2-") and info["pending_activation"] is None and not info["leftovers"]
     assert all(unit.endswith(f"@{info['current_slot']}.service") for unit in running_units(host))

@@ -272,6 +272,77 @@ def decrypt_commands(config, manifest):
     return commands
 
 
+# ---------------------------------------------------------------- files
+# The metrics directory is group-writable (every unit that exports metrics may write it) and a Redis restore runs
+# as root in the redis user's directories: whoever can write a directory can plant a symlink at any name in it.
+# So a file there is never opened, chmod-ed or chown-ed by name after its creation: it is made under a random
+# name (O_EXCL), given its mode and owner on the descriptor, and renamed into place (a symlink at the target
+# name is replaced, not followed). The same rules as the collection's module_utils/files.py, which this
+# stand-alone program cannot import.
+
+def write_atomic(path, data, mode, uid=-1, gid=-1):
+    """Replace path with data (str or bytes)."""
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=str(path.parent))
+    try:
+        try:
+            _write_all(fd, data.encode() if isinstance(data, str) else data)
+            if (uid, gid) != (-1, -1):
+                os.fchown(fd, uid, gid)
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, str(path))
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def install_at(dir_fd, name, source, mode, uid=-1, gid=-1):
+    """Replace name in the directory open as dir_fd with the bytes of source (bytes, or a readable file)."""
+    tmp = ".%s.%s.tmp" % (name, os.urandom(6).hex())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    try:
+        try:
+            if isinstance(source, bytes):
+                _write_all(fd, source)
+            else:
+                for chunk in iter(lambda: source.read(1024 * 1024), b""):
+                    _write_all(fd, chunk)
+            os.fchown(fd, uid, gid)
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        _unlink_quietly(tmp, dir_fd)
+        raise
+
+
+def open_own_dir(name, dir_fd=None):
+    """A directory this process just made, opened without following a symlink; refused when another user's."""
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    if os.fstat(fd).st_uid != os.geteuid():
+        os.close(fd)
+        raise BackupError("%s was replaced by another user's directory while in use; nothing was written to it" % name)
+    return fd
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _unlink_quietly(name, dir_fd=None):
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
 class Metrics:
     """node_exporter textfile collector output, plus a state file keeping the last good values."""
 
@@ -289,9 +360,7 @@ class Metrics:
     def record(self, **values):
         state = self.load()
         state.update(values)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, sort_keys=True))
-        tmp.replace(self.state_path)
+        write_atomic(self.state_path, json.dumps(state, sort_keys=True), 0o600)
         if not self.dir or not os.path.isdir(self.dir):
             return
         labels = 'kind="%s",name="%s"' % (self.kind, self.name)
@@ -310,11 +379,8 @@ class Metrics:
                 lines += ["# HELP %s %s" % (name, help_text), "# TYPE %s gauge" % name,
                           "%s{%s} %s" % (name, labels, state[metric])]
         target = pathlib.Path(self.dir) / ("botstack_backup_%s_%s.prom" % (self.kind, self.name))
-        tmp = target.with_name("." + target.name + ".tmp")
-        tmp.write_text("\n".join(lines) + "\n")
         # node_exporter runs as another user; the unit's UMask=0077 would hide the file from it.
-        tmp.chmod(0o644)
-        tmp.replace(target)
+        write_atomic(target, "\n".join(lines) + "\n", 0o644)
 
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -458,8 +524,9 @@ def find_backup(store, kind, name, backup_id=None):
     return manifests[0]
 
 
-def download_verified(config, store, manifest, target_path):
-    """Object -> sha256 + decrypt + decompress -> target_path. Raises before anyone uses a bad file."""
+def download_verified(config, store, manifest, target_path, dir_fd=None):
+    """Object -> sha256 + decrypt + decompress -> target_path (a new file; with dir_fd, a name in that directory).
+    Raises before anyone uses a bad file."""
     pipeline = Pipeline(decrypt_commands(config, manifest), stdin=subprocess.PIPE)
     first = pipeline.processes[0][1]
     digest = hashlib.sha256()
@@ -488,7 +555,7 @@ def download_verified(config, store, manifest, target_path):
 
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
-    with open(target_path, "wb") as out:
+    with open(target_path, "wb", opener=_new_file_opener(dir_fd)) as out:
         shutil.copyfileobj(pipeline.stdout, out, 1024 * 1024)
     feeder.join()
     if writer_error:
@@ -496,12 +563,19 @@ def download_verified(config, store, manifest, target_path):
         raise BackupError("download of %s failed: %s" % (manifest["object_key"], writer_error[0]))
     if digest.hexdigest() != manifest["sha256"]:
         pipeline.kill()
-        os.unlink(target_path)
+        os.unlink(target_path, dir_fd=dir_fd)
         raise BackupError(
             "sha256 mismatch for %s: manifest %s, object %s (tampered or corrupted; nothing restored)"
             % (manifest["object_key"], manifest["sha256"], digest.hexdigest())
         )
     pipeline.wait()
+
+
+def _new_file_opener(dir_fd):
+    """open()'s opener: a new file (never an existing name or a symlink), relative to dir_fd when given."""
+    def opener(name, flags):
+        return os.open(name, flags | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+    return opener
 
 
 def database_exists(cursor, name):
@@ -657,38 +731,49 @@ def backup_redis(config, store):
 
 
 def restore_redis(config, store, backup_id=None):
-    """Stop Redis, keep its data aside, install the snapshot (as the AOF base when AOF is on), start."""
+    """Stop Redis, keep its data aside, install the snapshot (as the AOF base when AOF is on), start.
+
+    Runs as root in directories the redis user owns (its data directory, the job's state directory): every file
+    is written through a descriptor of a directory this process made or opened, never through a path the redis
+    user could swap for a symlink meanwhile.
+    """
     settings = config["redis"]
     name = settings.get("name", "redis")
     manifest = find_backup(store, "redis", name, backup_id)
     data_dir = pathlib.Path(settings["dir"])
     work = pathlib.Path(tempfile.mkdtemp(prefix="restore-", dir=config["work_dir"]))
+    work_fd = data_fd = aside_fd = aof_fd = None
     try:
-        snapshot = work / "dump.rdb"
-        download_verified(config, store, manifest, snapshot)
+        work_fd = open_own_dir(str(work))
+        download_verified(config, store, manifest, "dump.rdb", dir_fd=work_fd)
         service = settings.get("service", "redis-server")
         subprocess.run(["systemctl", "stop", service], check=True)
+        data_fd = os.open(str(data_dir), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         aside = data_dir / ("restore-aside-" + now().strftime("%Y%m%d%H%M%S"))
-        aside.mkdir()
+        os.mkdir(aside.name, 0o755, dir_fd=data_fd)
+        aside_fd = open_own_dir(aside.name, data_fd)
         dbfilename = settings.get("dbfilename", "dump.rdb")
         appenddir = settings.get("appenddirname", "appendonlydir")
         for entry in (dbfilename, appenddir):
-            if (data_dir / entry).exists():
-                (data_dir / entry).rename(aside / entry)
-        stat = data_dir.stat()
+            try:
+                os.rename(entry, entry, src_dir_fd=data_fd, dst_dir_fd=aside_fd)
+            except FileNotFoundError:
+                pass
+        stat = os.fstat(data_fd)
+        owner = (stat.st_uid, stat.st_gid)
         if settings.get("appendonly"):
             # With AOF on, Redis ignores dump.rdb when no AOF exists: install it as the AOF base.
-            aof = data_dir / appenddir
-            aof.mkdir(mode=0o750)
-            shutil.copyfile(snapshot, aof / "appendonly.aof.1.base.rdb")
-            (aof / "appendonly.aof.1.incr.aof").write_bytes(b"")
-            (aof / "appendonly.aof.manifest").write_text(
-                "file appendonly.aof.1.base.rdb seq 1 type b\nfile appendonly.aof.1.incr.aof seq 1 type i\n"
-            )
-            for path in [aof, *aof.iterdir()]:
-                os.chown(path, stat.st_uid, stat.st_gid)
-        shutil.copyfile(snapshot, data_dir / dbfilename)
-        os.chown(data_dir / dbfilename, stat.st_uid, stat.st_gid)
+            os.mkdir(appenddir, 0o750, dir_fd=data_fd)
+            aof_fd = open_own_dir(appenddir, data_fd)
+            with open("dump.rdb", "rb", opener=_dir_opener(work_fd)) as snapshot:
+                install_at(aof_fd, "appendonly.aof.1.base.rdb", snapshot, 0o640, *owner)
+            install_at(aof_fd, "appendonly.aof.1.incr.aof", b"", 0o640, *owner)
+            install_at(aof_fd, "appendonly.aof.manifest",
+                       b"file appendonly.aof.1.base.rdb seq 1 type b\nfile appendonly.aof.1.incr.aof seq 1 type i\n",
+                       0o640, *owner)
+            os.fchown(aof_fd, *owner)
+        with open("dump.rdb", "rb", opener=_dir_opener(work_fd)) as snapshot:
+            install_at(data_fd, dbfilename, snapshot, 0o640, *owner)
         subprocess.run(["systemctl", "start", service], check=True)
         client = redis_client(config)
         deadline = time.monotonic() + 60
@@ -701,9 +786,18 @@ def restore_redis(config, store, backup_id=None):
                     raise
             time.sleep(0.5)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        for fd in (work_fd, data_fd, aside_fd, aof_fd):
+            if fd is not None:
+                os.close(fd)
+        shutil.rmtree(work, ignore_errors=True)  # fd-based: never follows a symlink inside
     log("restore_done", kind="redis", id=manifest["id"], kept_aside=str(aside))
     return {"id": manifest["id"], "kept_aside": str(aside)}
+
+
+def _dir_opener(dir_fd):
+    def opener(name, flags):
+        return os.open(name, flags | os.O_NOFOLLOW, dir_fd=dir_fd)
+    return opener
 
 
 # ---------------------------------------------------------------- retention

@@ -132,3 +132,74 @@ def test_metrics_file_keeps_the_last_good_values_after_a_failure(tmp_path):
     assert 'botstack_backup_last_success_timestamp_seconds{kind="postgresql",name="db"} 100' in text
     assert 'botstack_backup_last_size_bytes{kind="postgresql",name="db"} 42' in text
     assert json.loads((tmp_path / "postgresql-db.json").read_text())["last_result"] == 0
+
+
+def _victim(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("root:secret\n")
+    victim.chmod(0o600)
+    return victim
+
+
+def test_metrics_never_follow_a_symlink_planted_in_the_shared_directory(tmp_path):
+    """The metrics directory is group-writable: another writer may plant symlinks at any name there."""
+    victim = _victim(tmp_path)
+    textfile = tmp_path / "textfile"
+    textfile.mkdir()
+    (textfile / ".botstack_backup_postgresql_db.prom.tmp").symlink_to(victim)  # the old fixed temporary name
+    (textfile / "botstack_backup_postgresql_db.prom").symlink_to(victim)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "postgresql-db.tmp").symlink_to(victim)
+    backup.Metrics({"metrics_dir": str(textfile), "state_dir": str(state)}, "postgresql", "db").record(last_result=1)
+    assert victim.read_text() == "root:secret\n" and victim.stat().st_mode & 0o777 == 0o600
+    target = textfile / "botstack_backup_postgresql_db.prom"
+    assert not target.is_symlink() and target.stat().st_mode & 0o777 == 0o644
+    assert 'botstack_backup_last_result{kind="postgresql",name="db"} 1' in target.read_text()
+    assert json.loads((state / "postgresql-db.json").read_text()) == {"last_result": 1}
+
+
+def test_a_redis_restore_as_root_writes_nothing_through_a_planted_symlink(tmp_path, monkeypatch):
+    """The restore runs as root in the redis user's data directory, where that user can plant symlinks at any
+    time - before the restore (moved aside with the data) or just after the data was moved aside."""
+    victim = _victim(tmp_path)
+    data = tmp_path / "redis"
+    data.mkdir()
+    (data / "dump.rdb").symlink_to(victim)
+    work = tmp_path / "state"
+    work.mkdir()
+    config = {"redis": {"dir": str(data), "appendonly": True, "name": "redis"}, "work_dir": str(work)}
+    snapshot = b"REDIS0011 snapshot"
+    monkeypatch.setattr(backup, "find_backup", lambda store, kind, name, backup_id=None: {"id": "b1"})
+
+    def download(config, store, manifest, target, dir_fd=None):
+        with open(target, "wb", opener=backup._new_file_opener(dir_fd)) as out:
+            out.write(snapshot)
+
+    monkeypatch.setattr(backup, "download_verified", download)
+    calls = []
+    monkeypatch.setattr(backup.subprocess, "run", lambda argv, check: calls.append(argv[1]))
+
+    class Client:
+        def ping(self):
+            return True
+
+    monkeypatch.setattr(backup, "redis_client", lambda config: Client())
+    real_rename = os.rename
+
+    def rename_then_plant(src, dst, **kwargs):
+        # The redis user wins every race: a symlink at each name as soon as it is free.
+        real_rename(src, dst, **kwargs)
+        (data / src).symlink_to(victim if src == "dump.rdb" else tmp_path)
+
+    monkeypatch.setattr(backup.os, "rename", rename_then_plant)
+    result = backup.restore_redis(config, store=None)
+    assert calls == ["stop", "start"]
+    assert victim.read_text() == "root:secret\n" and victim.stat().st_mode & 0o777 == 0o600
+    assert not (data / "dump.rdb").is_symlink() and (data / "dump.rdb").read_bytes() == snapshot
+    aof = data / "appendonlydir"
+    assert not aof.is_symlink() and (aof / "appendonly.aof.1.base.rdb").read_bytes() == snapshot
+    assert "seq 1 type b" in (aof / "appendonly.aof.manifest").read_text()
+    aside = pathlib.Path(result["kept_aside"])
+    assert (aside / "dump.rdb").is_symlink()  # the planted link was moved aside, never written through
+    assert list(work.iterdir()) == []  # the work directory is gone

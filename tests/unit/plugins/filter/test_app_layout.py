@@ -26,7 +26,7 @@ def spec(**changes):
                 **changes)
 
 
-def test_units_ports_and_drop_ins_per_slot():
+def test_units_ports_and_unit_files_per_slot():
     layout = app_layout(spec())
     assert layout["units"]["green"] == {
         "web": ["bot-api@green.service"], "worker": ["bot-worker-1@green.service", "bot-worker-2@green.service"],
@@ -34,10 +34,21 @@ def test_units_ports_and_drop_ins_per_slot():
     assert layout["ports"]["api"] == {"blue": 8001, "green": 8002}
     assert layout["unit_ports"]["bot-api@blue.service"] == [8001]
     assert layout["migrate_unit"] == "bot-migrate@{slot}.service"
-    assert [t["file"] for t in layout["templates"]] == [
-        "bot-api@.service", "bot-worker-1@.service", "bot-worker-2@.service", "bot-scheduler@.service",
-        "bot-migrate@.service"]
+    names = ["bot-api@{}.service", "bot-worker-1@{}.service", "bot-worker-2@{}.service", "bot-scheduler@{}.service",
+             "bot-migrate@{}.service"]
+    assert [u["name"] for u in layout["unit_files"]] == [n.format("blue") for n in names] + [n.format("green") for n in names]
+    by_name = {u["name"]: u for u in layout["unit_files"]}
+    assert (by_name["bot-api@green.service"]["port"], by_name["bot-api@green.service"]["slot"]) == (8002, "green")
+    assert by_name["bot-worker-2@blue.service"]["port"] is None and by_name["bot-worker-2@blue.service"]["instance"] == 2
     assert layout["upstream"]["name"] == "api"
+
+
+def test_a_bare_program_name_comes_from_the_release_venv_a_relative_path_from_the_release():
+    assert exec_start("gunicorn shop.wsgi --bind {bind}:{port}", "/opt/shop") == (
+        "/opt/shop/slots/%i/.venv/bin/gunicorn shop.wsgi --bind ${BOTSTACK_BIND}:${BOTSTACK_PORT}")
+    assert exec_start("python -m notes.worker", "/opt/notes") == "/opt/notes/slots/%i/.venv/bin/python -m notes.worker"
+    assert exec_start("bin/run-web", "/opt/shop") == "/opt/shop/slots/%i/bin/run-web"
+    assert exec_start("/usr/bin/env true", "/opt/shop") == "/usr/bin/env true"
 
 
 def test_exec_start_runs_from_the_slot_and_escapes_for_systemd():
@@ -58,6 +69,8 @@ def test_exec_start_runs_from_the_slot_and_escapes_for_systemd():
     ([{"name": "api", "kind": "web", "port": 8001, "command": "x"}, {"name": "adm", "kind": "web", "port": 8002,
                                                                       "command": "x"}], "port 8002 is used by"),
     ([{"name": "w", "kind": "worker", "command": "x", "port": 9}], "port is for web processes only"),
+    ([{"name": "api", "kind": "web", "port": 8001, "command": "x", "health": {"scheme": "ftp"}}], "health.scheme"),
+    ([{"name": "api", "kind": "web", "port": 8001, "command": "x", "health": {"host": "a b"}}], "health.host"),
 ])
 def test_bad_process_lists_are_named(processes, fragment):
     with pytest.raises(AnsibleFilterError, match=r"^app_processes") as error:
@@ -67,7 +80,8 @@ def test_bad_process_lists_are_named(processes, fragment):
 
 def test_slot_gates_one_per_web_process_on_the_slot_port_watching_the_workers():
     gates = slot_gates(app_layout(spec()), "green", successes=3, interval=0.25, timeout=60, request_timeout=5)
-    assert gates == [{"url": "http://127.0.0.1:8002/health", "status_codes": [200], "json_field": "status",
+    assert gates == [{"url": "http://127.0.0.1:8002/health", "host": None, "validate_certs": False,
+                      "status_codes": [200], "json_field": "status",
                       "json_value": "healthy", "successes": 3, "interval": 0.25, "timeout": 60.0,
                       "request_timeout": 5.0, "settle_seconds": 0.0,
                       "units": ["bot-api@green.service", "bot-worker-1@green.service", "bot-worker-2@green.service"]}]
@@ -86,3 +100,13 @@ def test_slot_gates_of_kept_processes_need_one_answer_and_watch_the_workers_give
     assert slot_gates(app_layout(spec(bind_address="fd00::5")), "blue")[0]["url"] == "http://[fd00::5]:8001/health"
     with pytest.raises(AnsibleFilterError, match="unknown slot 'red'; the slots are blue, green"):
         slot_gates(layout, "red")
+
+
+def test_slot_gates_send_the_public_host_unless_the_process_names_its_own_and_follow_its_scheme():
+    processes = [dict(PROCESSES[0], health={"path": "/healthz"}),
+                 {"name": "admin", "kind": "web", "port": 8101, "command": "x",
+                  "health": {"path": "/ping", "host": "admin.internal", "scheme": "https"}}]
+    gates = slot_gates(app_layout(spec(processes=processes)), "blue", host="shop.example.com")
+    assert [(g["url"], g["host"]) for g in gates] == [
+        ("http://127.0.0.1:8001/healthz", "shop.example.com"),
+        ("https://127.0.0.1:8101/ping", "admin.internal")]

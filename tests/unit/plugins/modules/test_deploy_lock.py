@@ -1,14 +1,63 @@
 """botstack.deploy.deploy_lock on a real filesystem."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import grp
 import json
 import os
+import pathlib
+import subprocess
+import time
+import threading
+import uuid
+
+from ansible_collections.botstack.deploy.plugins.module_utils.lock import heartbeat
 
 
-def _lock(module, path, owner="alice@laptop", **extra):
-    return module("deploy_lock", {"path": str(path), "owner": owner, **extra})
+# Run ids of this test session only: processes of another session on this host (they carry the same variable)
+# must never look like a live holder here.
+TAG = uuid.uuid4().hex[:8]
+RUN_A, RUN_B, RUN_OLD, RUN_DEAD = ("%s-%s" % (name, TAG) for name in ("run-a", "run-b", "run-old", "run-dead"))
+
+
+def _lock(module, path, owner="alice@laptop", run_id=RUN_A, check=False, **extra):
+    return module("deploy_lock", {"path": str(path), "owner": owner, "run_id": run_id, **extra}, check=check)
+
+
+def _warnings(result):
+    """The task's warnings as one text (ansible-core may return them as structured events)."""
+    return json.dumps(result.get("warnings", []))
+
+
+def _since(minutes):
+    moment = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=minutes)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@contextlib.contextmanager
+def _run_process(run_id):
+    """A process of run_id on this host, as a module of that run (or its git, pip...) would be."""
+    env = dict(os.environ, BOTSTACK_DEPLOY_RUN=run_id)
+    proc = subprocess.Popen(["sleep", "300"], env=env)
+    _wait_exec(proc, run_id)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _wait_exec(proc, run_id):
+    """Until the child exec'd: before that, /proc/<pid>/environ is still its parent's."""
+    for _ in range(500):
+        try:
+            if ("BOTSTACK_DEPLOY_RUN=%s" % run_id).encode() in pathlib.Path(f"/proc/{proc.pid}/environ").read_bytes():
+                return
+        except OSError:
+            pass
+        time.sleep(0.01)
+    raise AssertionError(f"process {proc.pid} never carried the run id")
 
 
 def test_take_and_give_back_reporting_no_change(module, tmp_path):
@@ -22,34 +71,187 @@ def test_take_and_give_back_reporting_no_change(module, tmp_path):
     assert released["changed"] is False and not path.exists()
 
 
-def test_another_owners_lock_is_reported_with_its_age_and_never_broken_silently(module, tmp_path):
+def test_a_live_runs_lock_is_refused_at_once_naming_its_processes_whoever_owns_it(module, tmp_path):
     path = tmp_path / ".deploy.lock"
-    since = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=42)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    path.write_text(json.dumps({"owner": "bob@ci", "since": since, "details": {"release": "v9"}}))
-    refused = _lock(module, path)
-    assert refused["failed"] is True
-    assert "held by bob@ci for 42 min" in refused["msg"] and '"release": "v9"' in refused["msg"]
-    assert "deploy_lock_break" in refused["msg"]
-    assert json.loads(path.read_text())["owner"] == "bob@ci"
-    checked = module("deploy_lock", {"path": str(path), "owner": "alice@laptop"}, check=True)
-    assert checked["failed"] is True
-    broken = _lock(module, path, break_lock=True)
-    assert broken["taken_over"] is True and json.loads(path.read_text())["owner"] == "alice@laptop"
+    for owner in ("bob@ci", "alice@laptop"):  # the owner string grants nothing: the same owner's other run too
+        path.write_text(json.dumps({"owner": owner, "run_id": RUN_B, "since": _since(42),
+                                    "details": {"release": "v9"}}))
+        with _run_process(RUN_B) as holder:
+            # A grace far beyond the harness's timeout: the refusal cannot have come from waiting it out.
+            refused = _lock(module, path, grace=600)
+            assert refused["failed"] is True, refused
+            assert "held by %s for 42 min" % owner in refused["msg"] and '"release": "v9"' in refused["msg"]
+            assert "run %s" % RUN_B in refused["msg"] and "%d (sleep 300)" % holder.pid in refused["msg"]
+            assert refused["liveness"]["state"] == "alive" and refused["liveness"]["waited_seconds"] == 0
+            assert [p["pid"] for p in refused["liveness"]["processes"]] == [holder.pid]
+            checked = _lock(module, path, grace=600, check=True)
+            assert checked["failed"] is True and str(holder.pid) in checked["msg"]
+            # break_lock skips the watch, never a run whose processes run.
+            broken = _lock(module, path, break_lock=True)
+            assert broken["failed"] is True and "break_lock does not take" in broken["msg"]
+        assert json.loads(path.read_text())["run_id"] == RUN_B
+    # Once its processes are gone, break_lock takes the lock over without watching.
+    broken = _lock(module, path, break_lock=True, grace=600)
+    assert broken["_rc"] == 0 and broken["taken_over"] is True, broken
+    assert broken["liveness"]["state"] == "dead" and "break_lock=true" in broken["liveness"]["reason"]
+    assert json.loads(path.read_text())["run_id"] == RUN_A
 
 
-def test_the_same_owner_takes_over_an_interrupted_run(module, tmp_path):
+def test_a_process_of_the_holder_appearing_during_the_watch_refuses(module, tmp_path):
+    path = tmp_path / ".deploy.lock"
+    assert _lock(module, path, run_id=RUN_B)["_rc"] == 0
+    stop = threading.Event()
+    started = []
+
+    def start_a_task_of_run_b():
+        # Its next task starts while the other run watches (or just before: refused all the same).
+        with _run_process(RUN_B) as proc:
+            started.append(proc.pid)
+            stop.wait(120)
+
+    thread = threading.Thread(target=start_a_task_of_run_b)
+    thread.start()
+    try:
+        refused = _lock(module, path, grace=600)
+    finally:
+        stop.set()
+        thread.join()
+    assert refused["failed"] is True and refused["liveness"]["state"] == "alive"
+    assert started and str(started[0]) in refused["msg"]
+    assert json.loads(path.read_text())["run_id"] == RUN_B
+
+
+def test_a_heartbeat_during_the_grace_refuses(module, tmp_path):
+    path = tmp_path / ".deploy.lock"
+    assert _lock(module, path, run_id=RUN_B)["_rc"] == 0
+    stop, beats = threading.Event(), []
+    environ = {"BOTSTACK_DEPLOY_RUN": RUN_B, "BOTSTACK_DEPLOY_LOCK": str(path)}
+
+    def run_b_starts_tasks():
+        while not stop.is_set():
+            beats.append(heartbeat(environ))
+            stop.wait(0.05)
+
+    thread = threading.Thread(target=run_b_starts_tasks)
+    thread.start()
+    try:
+        refused = _lock(module, path, grace=600)
+    finally:
+        stop.set()
+        thread.join()
+    assert refused["failed"] is True, refused
+    assert refused["liveness"]["state"] == "alive" and "heartbeat" in refused["liveness"]["reason"]
+    assert "touched its lock" in refused["msg"] and not refused["liveness"]["processes"]
+    assert any(beats) and json.loads(path.read_text())["run_id"] == RUN_B
+
+
+def test_a_dead_runs_lock_is_taken_over_after_the_grace_whoever_owns_it(module, tmp_path):
+    path = tmp_path / ".deploy.lock"
+    assert _lock(module, path, owner="alice@laptop", run_id=RUN_OLD, details={"release": "v1"})["_rc"] == 0
+    before = path.read_text()
+    checked = _lock(module, path, grace=0.5, check=True)
+    assert checked["_rc"] == 0 and checked["taken_over"] is True, checked
+    assert "would take over (check mode)" in _warnings(checked)
+    assert path.read_text() == before  # check mode wrote nothing
+    taken = _lock(module, path, grace=0.5)
+    assert taken["_rc"] == 0 and taken["taken_over"] is True, taken
+    # The watch lasts the whole grace: the one bound the algorithm itself guarantees.
+    assert taken["liveness"]["state"] == "dead" and taken["liveness"]["waited_seconds"] >= 0.5
+    assert taken["holder"]["run_id"] == RUN_OLD and taken["liveness"]["run_id"] == RUN_OLD
+    warning = _warnings(taken)
+    assert "took over the deploy lock" in warning and "run %s" % RUN_OLD in warning
+    assert "no process of that run on this host and no sign of life for 0.5 s" in warning
+    held = json.loads(path.read_text())
+    assert held["run_id"] == RUN_A and held["owner"] == "alice@laptop"
+
+
+def test_this_runs_own_lock_is_taken_again_without_a_word(module, tmp_path):
+    path = tmp_path / ".deploy.lock"
+    assert _lock(module, path)["_rc"] == 0
+    again = _lock(module, path, grace=600)
+    assert again["_rc"] == 0 and again["taken_over"] is False and not again.get("warnings")
+    assert again["liveness"]["state"] == "own" and again["holder"]["run_id"] == RUN_A
+
+
+def test_a_lock_from_before_run_ids_is_dead_when_untouched_for_the_grace(module, tmp_path):
     path = tmp_path / ".deploy.lock"
     path.write_text(json.dumps({"owner": "alice@laptop", "since": "2026-01-01T00:00:00Z"}))
-    taken = _lock(module, path)
-    assert taken["_rc"] == 0 and taken["taken_over"] is True
-    assert any("interrupted run retried" in json.dumps(w) for w in taken.get("warnings", []))
+    taken = _lock(module, path, grace=0.5)
+    assert taken["_rc"] == 0 and taken["taken_over"] is True, taken
+    assert "a lock from before run ids" in _warnings(taken)
+    assert json.loads(path.read_text())["run_id"] == RUN_A
 
 
-def test_releasing_someone_elses_lock_leaves_it(module, tmp_path):
+def test_two_runs_that_find_a_dead_holder_at_once_one_wins(module, tmp_path):
     path = tmp_path / ".deploy.lock"
-    path.write_text(json.dumps({"owner": "bob@ci", "since": "2026-01-01T00:00:00Z"}))
+    assert _lock(module, path, run_id=RUN_DEAD)["_rc"] == 0
+    results = {}
+
+    def acquire(run_id):
+        results[run_id] = _lock(module, path, run_id=run_id, grace=0.5)
+
+    threads = [threading.Thread(target=acquire, args=("run-%d-%s" % (n, TAG),)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [run for run, result in results.items() if result["_rc"] == 0]
+    assert len(winners) == 1, results
+    assert json.loads(path.read_text())["run_id"] == winners[0]
+    for run, result in results.items():
+        if run != winners[0]:
+            assert result["failed"] is True and "was taken by alice@laptop (run %s)" % winners[0] in result["msg"]
+
+
+def test_releasing_another_runs_lock_leaves_it_whoever_owns_it(module, tmp_path):
+    path = tmp_path / ".deploy.lock"
+    path.write_text(json.dumps({"owner": "bob@ci", "since": "2026-01-01T00:00:00Z"}))  # from before run ids
     released = _lock(module, path, state="released")
-    assert released["_rc"] == 0 and path.exists()
+    assert released["_rc"] == 0 and path.exists() and released["released"] is False
+    assert _lock(module, path, state="released", run_id=RUN_B, grace=0.5)["released"] is False
+    path.unlink()
+    # The same owner's other run (a second terminal) holds it: this run's release step leaves it.
+    assert _lock(module, path, run_id=RUN_B)["_rc"] == 0
+    released = _lock(module, path, state="released", run_id=RUN_A)
+    assert released["_rc"] == 0 and released["released"] is False and released["liveness"]["state"] == "other"
+    assert "not this run (%s); left in place" % RUN_A in _warnings(released)
+    assert json.loads(path.read_text())["run_id"] == RUN_B
+    checked = _lock(module, path, state="released", run_id=RUN_B, check=True)
+    assert checked["released"] is False and path.exists()
+    released = _lock(module, path, state="released", run_id=RUN_B)
+    assert released["released"] is True and not path.exists() and not released.get("warnings")
+
+
+def test_a_symlink_planted_in_the_textfile_directory_is_never_followed(module, tmp_path):
+    """The textfile directory is group-writable (the backup units write there): a planted symlink at the old
+    temporary name or at the metrics file itself must not make root write or chmod the file it points to."""
+    path, log = tmp_path / ".deploy.lock", tmp_path / "deploy.log"
+    textfile = tmp_path / "textfile"
+    textfile.mkdir()
+    metrics = textfile / "botstack_deploy.prom"
+    victims = {name: tmp_path / name for name in ("shadow", "passwd")}
+    for victim in victims.values():
+        victim.write_text("root:secret\n")
+        victim.chmod(0o600)
+    (textfile / ".botstack_deploy.prom.tmp").symlink_to(victims["shadow"])
+    metrics.symlink_to(victims["passwd"])
+    group = grp.getgrgid(os.getgid()).gr_name
+    _lock(module, path)
+    released = _lock(module, path, state="released", log_path=str(log), log_group=group, metrics_path=str(metrics),
+                     log_entry={"app": "botstack", "release": "v3", "result": "success"})
+    assert released["_rc"] == 0, released
+    for victim in victims.values():
+        assert victim.read_text() == "root:secret\n" and victim.stat().st_mode & 0o777 == 0o600
+    assert not metrics.is_symlink() and metrics.is_file() and metrics.stat().st_mode & 0o777 == 0o644
+    assert 'botstack_deploy_last_result{app="botstack"} 1' in metrics.read_text()
+    # The deploy log is appended to, never through a symlink.
+    log.unlink()
+    log.symlink_to(victims["shadow"])
+    _lock(module, path)
+    refused = _lock(module, path, state="released", log_path=str(log), log_group=group,
+                    log_entry={"release": "v3", "result": "success"})
+    assert refused["failed"] is True and "deploy.log" in refused["msg"]
+    assert victims["shadow"].read_text() == "root:secret\n" and victims["shadow"].stat().st_mode & 0o777 == 0o600
 
 
 def test_the_outcome_is_appended_to_the_deploy_log_on_release(module, tmp_path):
@@ -144,10 +346,51 @@ def test_the_lock_tells_which_units_run_since_their_slot_got_its_release(module,
     (bindir / "systemctl").write_text(SYSTEMCTL_SHOW)
     (bindir / "systemctl").chmod(0o755)
     units = {"blue": ["api@blue.service", "worker@blue.service"], "green": ["api@green.service"]}
-    taken = module("deploy_lock", {"path": str(root / ".deploy.lock"), "owner": "alice@laptop", "app_root": str(root),
+    taken = module("deploy_lock", {"path": str(root / ".deploy.lock"), "owner": "alice@laptop", "run_id": RUN_A,
+                                   "app_root": str(root),
                                    "slot_units": units}, extra_path=str(bindir))
     assert taken["_rc"] == 0, taken
     # The worker runs since before blue got r1 (an older release's process): it needs a start.
     assert taken["kept_running"] == {"blue": ["api@blue.service"], "green": []}
     refused = _lock(module, tmp_path / ".other.lock", slot_units=units)
     assert refused["failed"] is True and "slot_units needs app_root" in refused["msg"]
+
+
+def test_every_module_of_the_run_touches_its_lock_first(module, tmp_path, monkeypatch):
+    root = tmp_path / "app"
+    root.mkdir()
+    path = root / ".deploy.lock"
+    assert _lock(module, path, run_id=RUN_A)["_rc"] == 0
+    os.utime(path, (1000, 1000))
+    monkeypatch.setenv("BOTSTACK_DEPLOY_RUN", RUN_B)
+    monkeypatch.setenv("BOTSTACK_DEPLOY_LOCK", str(path))
+    assert module("release_info", {"app_root": str(root)})["_rc"] == 0
+    assert path.stat().st_mtime == 1000  # another run's lock: left alone
+    monkeypatch.setenv("BOTSTACK_DEPLOY_RUN", RUN_A)
+    assert module("release_info", {"app_root": str(root)})["_rc"] == 0
+    assert path.stat().st_mtime != 1000
+    # The lock task itself refuses variables that name another run or lock: its heartbeats would never count.
+    monkeypatch.setenv("BOTSTACK_DEPLOY_RUN", RUN_B)
+    refused = _lock(module, path, state="released", run_id=RUN_A)
+    assert refused["failed"] is True and "BOTSTACK_DEPLOY_RUN=%s but run_id is %s" % (RUN_B, RUN_A) in refused["msg"]
+    monkeypatch.setenv("BOTSTACK_DEPLOY_RUN", RUN_A)
+    monkeypatch.setenv("BOTSTACK_DEPLOY_LOCK", str(tmp_path / "other.lock"))
+    refused = _lock(module, path, state="released", run_id=RUN_A)
+    assert refused["failed"] is True and "both must name the same lock file" in refused["msg"]
+    assert json.loads(path.read_text())["run_id"] == RUN_A
+
+
+def test_bad_run_id_and_grace_are_named(module, tmp_path):
+    path = tmp_path / ".deploy.lock"
+    for run_id in ("", "a b", "-x", "x" * 129, "run\n1"):
+        assert "run_id must be a unique id" in _lock(module, path, run_id=run_id)["msg"]
+    for grace in (0, -1, "inf"):
+        assert "grace must be a number of seconds greater than 0" in _lock(module, path, grace=grace)["msg"]
+    assert not path.exists()
+
+
+def test_check_mode_writes_nothing(module, tmp_path):
+    path = tmp_path / ".deploy.lock"
+    checked = _lock(module, path, check=True)
+    assert checked["_rc"] == 0 and checked["liveness"]["state"] == "free"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["module-args"]  # no lock, no guard file

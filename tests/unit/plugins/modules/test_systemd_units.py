@@ -128,14 +128,35 @@ def test_restarted_units_are_stopped_then_started(module, systemd):
     assert "systemctl start -- api-green.service worker-green.service" in result["actions"]
 
 
-def test_everything_matching_is_stopped_except_what_is_kept(module, systemd):
-    systemd.set(bot_api_blue={"ActiveState": "active"}, bot_api_green={"ActiveState": "active"},
-                bot_worker_blue={"ActiveState": "active"}, bot_old_green={"ActiveState": "active"})
-    result = run(module, systemd, stopped_matching="bot-*",
-                 keep=["bot-api-green.service"], no_block=True)
+def _of(app, kind="web"):
+    return {"ActiveState": "active", "Environment": f"BOTSTACK_APP={app} BOTSTACK_KIND={kind} BOTSTACK_SLOT=blue"}
+
+
+def test_every_unit_of_the_app_is_stopped_except_what_is_kept(module, systemd):
+    systemd.set(**{"bot-api@blue": _of("bot"), "bot-api@green": _of("bot"), "bot-worker@blue": _of("bot", "worker"),
+                   "bot-old@green": _of("bot", "singleton")})
+    result = run(module, systemd, stopped_app="bot", keep=["bot-api@green.service"], no_block=True)
     stopped = result["actions"][0].split("-- ")[1].split()
-    assert sorted(stopped) == ["bot-api-blue.service", "bot-old-green.service", "bot-worker-blue.service"]
+    assert sorted(stopped) == ["bot-api@blue.service", "bot-old@green.service", "bot-worker@blue.service"]
     assert "--no-block" in result["actions"][0]
+
+
+def test_units_of_an_app_whose_name_starts_the_same_and_migrations_are_left_running(module, systemd):
+    """App shop never stops shop-admin's units (the name glob shop-*@* matches them), nor its own migration."""
+    systemd.set(**{"shop-api@blue": _of("shop"), "shop-admin-api@blue": _of("shop-admin"),
+                   "shop-migrate@green": _of("shop", "migrate"), "shop-worker@green": _of("shop", "worker")})
+    result = run(module, systemd, stopped_app="shop", keep=["shop-api@blue.service"])
+    assert result["changed"] is True
+    assert result["actions"] == ["systemctl stop -- shop-worker@green.service"], result["actions"]
+    units = systemd.units()
+    assert units["shop-admin-api@blue.service"]["ActiveState"] == "active"
+    assert units["shop-migrate@green.service"]["ActiveState"] == "active"
+
+
+def test_units_that_do_not_exist_count_as_stopped_and_disabled(module, systemd):
+    systemd.set(api_blue={"ActiveState": "inactive", "UnitFileState": "disabled"})
+    result = run(module, systemd, stopped=["gone@blue.service"], disabled=["gone@blue.service"])
+    assert result["changed"] is False and result["actions"] == [], result
 
 
 def test_a_unit_that_fails_to_start_fails_with_its_journal(module, systemd):

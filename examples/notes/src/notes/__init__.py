@@ -1,0 +1,5 @@
+"""Notes: a tiny notes API."""
+
+from importlib.metadata import version
+
+__version__ = version("notes")
