@@ -27,7 +27,11 @@ SERIES = {
     "v3-unhealthy": ("v3", "Broken: /health reads a check that does not exist (answers 500)"),
     "v3-badmigration": ("v3", "Broken: a migration indexes a column that does not exist"),
     "v3-schedcrash": ("v3", "Broken: the scheduler imports a setting that was renamed (it crashes once its imports ran)"),
+    "v3-leak": ("v3", "Broken: the webhook secret must have 48 characters (every process fails at start-up, printing it)"),
 }
+# Names a deploy must resolve exactly: a branch whose name ends like a tag (git ls-remote v2 matches both
+# refs/heads/backport/v2 and refs/tags/v2), and one name that is both a tag and a branch on two commits.
+REFS = [("branch", "backport/v2", "v3-crash"), ("tag", "rc1", "v2"), ("branch", "rc1", "v1")]
 EXCLUDED = {"history", "build-repo.py", "README.md", "__pycache__"}
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "botapp", "GIT_AUTHOR_EMAIL": "botapp@example.invalid",
@@ -57,6 +61,8 @@ def build(dest: pathlib.Path) -> dict[str, str]:
             git(work, "tag", tag)
         git(work, "checkout", "-q", "v3")
         git(work, "branch", "-q", "-f", "main", "v3")
+        for kind, name, target in REFS:
+            git(work, "branch" if kind == "branch" else "tag", name, f"refs/tags/{target}")
         if dest.exists():
             shutil.rmtree(dest)
         subprocess.run(["git", "clone", "-q", "--bare", str(work), str(dest)], check=True, env=dict(os.environ, **GIT_ENV))

@@ -88,7 +88,8 @@ options:
     description:
       - Seconds a holder with no process on this host is watched for a sign of life (a process of its run, a
         heartbeat) before it counts as dead and its lock is taken over. Greater than 0.
-      - Longer than the longest gap between two tasks of a live run on this host.
+      - Longer than the longest gap between two tasks of a live run on this host. Only for a holder from another
+        controller (see I(controller)); a run of this controller is judged by its process.
     type: float
     default: 15
   details:
@@ -133,6 +134,29 @@ options:
       - With I(state=acquired), return the first line of this file as I(config) (null when there is none) - the
         botstack.deploy.app role's fingerprint of the configuration it last applied, read under the lock.
     type: path
+  controller:
+    description:
+      - This run's controller, C(name) (its host name) and C(pid) (its ansible-playbook process), recorded in the
+        lock. The action plugin of this module fills it in.
+      - A lock held by a run of the same controller counts as alive exactly while that process is among
+        I(controller_pids), and as dead at once (no I(grace) waited) when it is not and no process of that run runs
+        on the host - so two terminals, cron and CI jobs of one machine never run beside each other, however long a
+        run stays away from the host, and a retry of a killed run takes the lock right away.
+    type: dict
+    suboptions:
+      name:
+        description: The controller's host name.
+        type: str
+        required: true
+      pid:
+        description: The run's ansible-playbook process.
+        type: int
+        required: true
+  controller_pids:
+    description: The ansible processes alive on this controller (the action plugin lists them).
+    type: list
+    elements: int
+    default: []
   slot_units:
     description:
       - With I(app_root), the web and worker units of each slot, by slot name. The task returns,
@@ -312,7 +336,7 @@ def acquire(module, p, store=None):
     else:
         liveness = _judge(module, p, holder, info)  # fails when that run is alive
     content = {"owner": p["owner"], "run_id": p["run_id"], "since": _now().strftime("%Y-%m-%dT%H:%M:%SZ"),
-               "details": p["details"], "pid": os.getpid()}
+               "details": p["details"], "pid": os.getpid(), "controller": p["controller"]}
     if liveness["state"] == "free" and not module.check_mode:
         taken, raced = lock.take_free(p["path"], content)
         if not taken:
@@ -340,6 +364,20 @@ def _judge(module, p, holder, info):
                          touched_seconds_ago=max(0, int(time.time() - info.st_mtime)))
     if liveness["processes"]:
         _refuse_processes(module, p, holder, liveness)
+    # A run of this same controller is alive exactly as long as its ansible-playbook process is.
+    theirs, mine = holder.get("controller") or {}, p["controller"] or {}
+    if theirs.get("name") and theirs.get("name") == mine.get("name") and isinstance(theirs.get("pid"), int):
+        if theirs["pid"] in p["controller_pids"] and theirs["pid"] != mine.get("pid"):
+            liveness.update(state="alive", reason="its ansible-playbook process %d runs on this controller (%s)"
+                            % (theirs["pid"], mine["name"]))
+            module.fail_json(
+                msg="%s, and that run is alive: its ansible-playbook process %d still runs on this controller (%s). "
+                    "Wait for that deploy to finish, or stop it, then run again" % (_held(p, holder), theirs["pid"],
+                                                                                     mine["name"]),
+                holder=holder, liveness=liveness, taken_over=False)
+        if theirs["pid"] != mine.get("pid"):
+            return dict(liveness, state="dead", reason="its ansible-playbook process %d on this controller (%s) is gone "
+                        "and no process of that run runs on this host" % (theirs["pid"], mine["name"]))
     if p["break_lock"]:
         return dict(liveness, state="dead", reason="break_lock=true and no process of that run on this host (no "
                     "grace watched; its lock was last touched %d s ago)" % liveness["touched_seconds_ago"])
@@ -521,6 +559,9 @@ def main():
             app_root=dict(type="path"),
             config_path=dict(type="path"),
             slot_units=dict(type="dict", default={}),
+            controller=dict(type="dict", options=dict(name=dict(type="str", required=True),
+                                                      pid=dict(type="int", required=True))),
+            controller_pids=dict(type="list", elements="int", default=[]),
         ),
         supports_check_mode=True,
     )

@@ -394,3 +394,39 @@ def test_check_mode_writes_nothing(module, tmp_path):
     checked = _lock(module, path, check=True)
     assert checked["_rc"] == 0 and checked["liveness"]["state"] == "free"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["module-args"]  # no lock, no guard file
+
+
+def test_a_run_of_this_controller_is_alive_while_its_process_is_and_dead_at_once_when_gone(module, tmp_path):
+    """Two terminals of one machine: the holder's ansible-playbook process decides, however long it stays away from
+    the host (no grace is waited either way)."""
+    path = tmp_path / ".deploy.lock"
+    holder = {"name": "bastion", "pid": 4242}
+    assert _lock(module, path, run_id=RUN_B, grace=600, controller=holder)["_rc"] == 0
+    me = {"name": "bastion", "pid": 5151}
+    refused = _lock(module, path, grace=600, controller=me, controller_pids=[4242, 5151])
+    assert refused["failed"] is True and "ansible-playbook process 4242 still runs on this controller" in refused["msg"]
+    assert refused["liveness"]["waited_seconds"] == 0
+    taken = _lock(module, path, grace=600, controller=me, controller_pids=[5151])
+    assert taken["_rc"] == 0 and taken["taken_over"] is True and taken["liveness"]["waited_seconds"] == 0, taken
+    assert json.loads(path.read_text())["controller"] == me
+
+
+def test_a_run_of_another_controller_is_judged_by_the_host_with_the_grace(module, tmp_path):
+    path = tmp_path / ".deploy.lock"
+    assert _lock(module, path, run_id=RUN_B, controller={"name": "laptop", "pid": 4242})["_rc"] == 0
+    taken = _lock(module, path, grace=0.3, controller={"name": "ci-runner", "pid": 4242}, controller_pids=[4242])
+    assert taken["_rc"] == 0 and taken["taken_over"] is True and taken["liveness"]["waited_seconds"] >= 0.3
+
+
+def test_the_controller_lists_its_ansible_processes():
+    from ansible_collections.botstack.deploy.plugins.action.deploy_lock import ansible_pids
+    proc = subprocess.Popen(["bash", "-c", "exec -a ansible-playbook-test sleep 30"])
+    try:
+        for _ in range(200):
+            if proc.pid in ansible_pids():
+                break
+            time.sleep(0.05)
+        assert proc.pid in ansible_pids()
+    finally:
+        proc.kill()
+        proc.wait()
