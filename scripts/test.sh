@@ -14,13 +14,14 @@ mkdir -p "$logs"
 rm -f "$logs"/.failed "$logs"/.results
 
 # Scenario order for `make molecule`: fastest and most foundational first, so failures come early.
-default_scenarios=(modules python_system python redis nginx postgresql backup base deploy multihost ee)
+default_scenarios=(modules python_system python redis nginx postgresql backup base deploy ownapp multihost ee)
 read -r -a scenarios <<< "${SCENARIOS:-${default_scenarios[*]}}"
 # `make test`: two lanes of about equal length (serial seconds in docs/testing.md), each still
 # foundational first. The static stages lead lane 1 so a lint error stops everything early.
 lane1=(lint syntax unit sanity build molecule:modules molecule:python_system molecule:base
        molecule:deploy molecule:multihost)
-lane2=(molecule:python molecule:postgresql molecule:redis molecule:nginx molecule:backup molecule:ee)
+lane2=(molecule:python molecule:postgresql molecule:redis molecule:nginx molecule:backup molecule:ownapp
+       molecule:ee)
 
 stage_lint() {
   yamllint --strict . &&
@@ -187,7 +188,19 @@ while read -r name result seconds log p f k; do
   esac
   checks_passed=$((checks_passed + p)) checks_failed=$((checks_failed + f)) checks_skipped=$((checks_skipped + k))
 done < <(cat "$logs/.results" 2>/dev/null)
-echo "[test] wall time $((SECONDS - t_all)) s"
+wall=$((SECONDS - t_all))
+# The budget: each stage's seconds and share of the serial total, slowest first. Tests that pass but take
+# longer than the budget fail the run's summary, so that the time a new scenario costs is seen at once.
+budget=${TEST_BUDGET_SECONDS:-3600}
+echo "[test] budget: stage, seconds, share of the $(awk '{s += $3} END {print s}' "$logs/.results" 2>/dev/null) s run serially"
+sort -k3,3nr "$logs/.results" 2>/dev/null | awk '{rows[NR] = $0; total += $3} END {
+  for (i = 1; i <= NR; i++) { split(rows[i], f, " "); printf "[test]   %-22s %5d s  %4.1f %%\n", f[1], f[3], total ? 100 * f[3] / total : 0 } }'
+echo "[test] wall time ${wall} s (budget ${budget} s)"
 echo "[test] checks (pytest): $checks_passed passed, $checks_failed failed, $checks_skipped skipped"
-echo "test: $passed passed, $failed failed, $skipped skipped; checks: $checks_passed passed, $checks_failed failed, $checks_skipped skipped"
-((failed == 0 && passed > 0))
+over=0
+if ((wall > budget)); then
+  over=1
+  echo "[test] OVER BUDGET: the stages took ${wall} s, the budget is ${budget} s - make the slowest stages above cheaper"
+fi
+echo "test: $passed passed, $failed failed, $skipped skipped; checks: $checks_passed passed, $checks_failed failed, $checks_skipped skipped$( ((over)) && echo "; OVER BUDGET ${wall}/${budget} s")"
+((failed == 0 && passed > 0 && over == 0))

@@ -152,16 +152,13 @@ def _running_of_app(module, app):
     if not named:
         return []
     rc, out, err = module.run_command(["systemctl", "show", "--property=Id,Environment", "--"] + named)
-    owned, unit = [], None
-    for line in out.splitlines() + [""]:
-        key, dummy, value = line.partition("=")
-        if key == "Id":
-            unit = value
-        elif key == "Environment" and unit:
-            words = value.split()
-            if "BOTSTACK_APP=%s" % app in words and "BOTSTACK_KIND=migrate" not in words:
-                owned.append(unit)
-            unit = None
+    owned = []
+    # One block of properties per unit (in systemd's order of properties, not the order asked).
+    for block in out.split("\n\n"):
+        props = dict(line.partition("=")[::2] for line in block.splitlines() if "=" in line)
+        words = props.get("Environment", "").split()
+        if "BOTSTACK_APP=%s" % app in words and "BOTSTACK_KIND=migrate" not in words:
+            owned.append(props.get("Id"))
     return [u for u in named if u in owned]
 
 

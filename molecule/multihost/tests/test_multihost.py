@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import pathlib
 import shlex
+import subprocess
 import textwrap
 
 import pytest
@@ -182,20 +183,110 @@ def test_the_app_ports_answer_the_balancer_and_nobody_else():
 
 # --- a rolling deploy under load -------------------------------------------------------
 
+SAMPLES = "/var/log/units-sampler.log"
+
+
+def start_samplers():
+    """On each app host, every 0.2 s, which of the app's units run (or start, or stop), with the release of their slot."""
+    script = ("while :; do line=$(date +%s.%N); for u in $(systemctl list-units --plain --no-legend "
+              "--state=active,activating,deactivating 'botstack-*@*.service' | awk '{print $1\"=\"$3}'); do "
+              "s=${u#*@}; s=${s%%.service*}; line=\"$line $u=$(basename \"$(readlink /opt/botstack/slots/$s)\")\"; "
+              "done; echo \"$line\" >> " + SAMPLES + "; sleep 0.2; done")
+    for app in (APP1, APP2):
+        on(app).run(f"systemctl stop units-sampler.service; rm -f {SAMPLES}")
+        on(app).check_output(f"systemd-run --unit=units-sampler.service /bin/bash -c {shlex.quote(script)}")
+
+
+def stop_samplers() -> dict:
+    """{host: [(time, {unit: (state, release)})]} of what the samplers saw."""
+    seen = {}
+    for app in (APP1, APP2):
+        on(app).run("systemctl stop units-sampler.service")
+        rows = []
+        for line in on(app).check_output(f"cat {SAMPLES}").splitlines():
+            stamp, *units = line.split()
+            rows.append((float(stamp), {u.split("=")[0]: tuple(u.split("=")[1:3]) for u in units}))
+        seen[app] = rows
+    return seen
+
+
+def assert_one_scheduler_and_no_new_task_to_an_old_worker(seen: dict, new_release: str):
+    """Across hosts, at every moment: at most one scheduler unit, and while a scheduler of the new release runs, no
+    worker of another release takes tasks (one stopping - deactivating - finishes the task in hand only)."""
+    latest, checked = {}, 0
+    for stamp, host, units in sorted((t, h, u) for h, rows in seen.items() for t, u in rows):
+        latest[host] = (stamp, units)
+        now = {h: u for h, (t, u) in latest.items() if stamp - t <= 0.3}
+        schedulers = [(h, unit, release) for h, u in now.items() for unit, (_, release) in u.items()
+                      if "-scheduler@" in unit]
+        assert len(schedulers) <= 1, (stamp, schedulers)
+        if schedulers and schedulers[0][2] == new_release:
+            old = [(h, unit, release) for h, u in now.items() for unit, (state, release) in u.items()
+                   if "-worker@" in unit and state == "active" and release != new_release]
+            assert not old, (stamp, schedulers, old)
+            checked += 1
+    assert checked > 0, "no sample saw the new release's scheduler"
+
+
 def test_a_rolling_deploy_under_load_loses_no_request_and_both_hosts_run_the_new_release():
+    start_samplers()
     with Traffic(BASE_URL, SITE, rate=20, slow_every=1, slow_seconds=2) as traffic:
         result = run_playbook(ROOT / "playbooks" / "deploy.yml", "-e", "deploy_version=v2")
+    seen = stop_samplers()
     assert result.returncode == 0, output(result)[-5000:]
     assert_no_secret_in(output(result), "deploy.yml")
     assert traffic.report.failed == 0, traffic.report.summary()
-    # Host by host: while one host switched, the other served the old release.
-    assert output(result).count("PLAY [Deploy a release with a blue/green switch]") == 2, "not one host at a time"
+    # Host by host, the scheduler's host last: while one host switched, the other served the old release, and
+    # the new scheduler started once every worker ran the new release.
+    text = output(result)
+    first, last = text.index("PLAY [Release on the app hosts, one at a time"), text.index("PLAY [Release on the singleton")
+    assert first < text.index(f"[{APP2}]", first) < last < text.index(f"[{APP1}]", last), "app2 first, then app1"
     assert {"1.0.0", "2.0.0"} <= set(traffic.report.versions), traffic.report.summary()
+    v2 = on(APP1).check_output("basename $(readlink /opt/botstack/current)")
+    assert v2.startswith("v2-")
+    assert_one_scheduler_and_no_new_task_to_an_old_worker(seen, v2)
     lb = on(LB)
     for app in (APP1, APP2):
         port = live_ports(on(app))[0]
         body = json.loads(lb.check_output(f"curl -fsS --max-time 5 http://{ADDRESS[app]}:{port}/health"))
         assert body["version"] == "2.0.0", (app, body)
+
+
+def test_moving_the_scheduler_to_another_host_never_runs_two():
+    """app_singleton_host names app2: app1 (no longer the scheduler's host) deploys first and stops its scheduler,
+    app2 starts one last; and back again."""
+    for target, other in ((APP2, APP1), (APP1, APP2)):
+        start_samplers()
+        result = run_playbook(ROOT / "playbooks" / "deploy.yml", "-e", "deploy_version=v2",
+                              *(["-e", f"app_singleton_host={target}"] if target == APP2 else []))
+        seen = stop_samplers()
+        assert result.returncode == 0, output(result)[-5000:]
+        assert on(target).check_output("systemctl list-units --plain --no-legend --state=active "
+                                       "'botstack-scheduler@*' | wc -l") == "1"
+        assert on(other).check_output("systemctl list-units --plain --no-legend --state=active "
+                                      "'botstack-scheduler@*' | wc -l") == "0"
+        assert_one_scheduler_and_no_new_task_to_an_old_worker(seen, on(APP1).check_output(
+            "basename $(readlink /opt/botstack/current)"))
+
+
+def test_an_unreachable_balancer_fails_the_deploy_and_the_release_is_never_called_healthy():
+    """The balancer cannot be reached while app2 switches: app2's deploy fails in its switch, the release is marked
+    failed (never healthy), app2 keeps its live slot, and the message names the balancer."""
+    app2 = on(APP2)
+    before = app2.check_output("basename $(readlink /opt/botstack/current)")
+    subprocess.run(["docker", "pause", LB], check=True)
+    try:
+        result = run_playbook(ROOT / "playbooks" / "deploy.yml", "-e", "deploy_version=v3", "--limit", APP2)
+    finally:
+        subprocess.run(["docker", "unpause", LB], check=True)
+    assert result.returncode != 0 and LB in output(result), output(result)[-5000:]
+    info = json.loads(app2.check_output("cat /opt/botstack/releases/$(ls /opt/botstack/releases | grep '^v3-' | head -1)"
+                                        "/.release.json"))
+    assert info["status"] == "failed", info
+    assert app2.check_output("basename $(readlink /opt/botstack/current)") == before
+    # Once the balancer answers, a deploy ends where one clean run ends.
+    assert run_playbook(ROOT / "playbooks" / "deploy.yml", "-e", "deploy_version=v2").returncode == 0
+    assert get("/health").status_code == 200
 
 
 # --- bad input: before anything changes -------------------------------------------------
