@@ -173,8 +173,10 @@ def kill_trials(base, extra_env, url, trials: int, rng: random.Random) -> dict:
     with Traffic(url, SITE, rate=20, slow_every=2, slow_seconds=3) as traffic:
         for trial in range(trials):
             version = "v2" if trial % 2 == 0 else "v3"
-            # v3 may be marked failed (the rollbacks above return from it): a retried deploy forces it, as an operator would.
-            deploy = playbook(base, extra_env, "deploy.yml", "-e", f"deploy_version={version}", "-e", "deploy_force=true")
+            # v3 may be marked failed (the rollbacks above return from it): a retried deploy forces it, as an operator
+            # would; going back and forth between two releases needs the flag for the older one.
+            deploy = playbook(base, extra_env, "deploy.yml", "-e", f"deploy_version={version}", "-e", "deploy_force=true",
+                              "-e", "deploy_allow_older=true")
             proc = subprocess.Popen(deploy,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(), cwd=ROOT,
                                     start_new_session=True)

@@ -38,11 +38,13 @@ _value:
   type: dict
 """
 
+from collections.abc import Mapping
+
 from ansible.errors import AnsibleFilterError
 
 
 def upstream_entry(host_vars, port=8001):
-    if not isinstance(host_vars, dict) or "inventory_hostname" not in host_vars:
+    if not isinstance(host_vars, Mapping) or "inventory_hostname" not in host_vars:
         raise AnsibleFilterError("upstream_entry expects an app host's hostvars (with inventory_hostname)")
     name = host_vars["inventory_hostname"]
     bind = str(host_vars.get("app_bind_address") or "")

@@ -78,6 +78,10 @@ options:
       url:
         description: C(http://) or C(https://) URL to poll; without it, only I(units) are watched.
         type: str
+      journal_lines:
+        description: Journal lines of the failing unit attached to a failure (those logged since its current start).
+        type: int
+        default: 30
       after_switch:
         description: Run this gate after the switch (the public path), not before it.
         type: bool
@@ -256,7 +260,8 @@ _UNIT_DEFAULTS = dict(stopped_app=None, keep=[], drain={}, drain_timeout=60, sta
                       journal_lines=30)
 # The gate options a switch takes; the others keep health_gate's defaults.
 _GATE_KEYS = ("url", "status_codes", "json_field", "json_value", "successes", "interval", "timeout",
-              "request_timeout", "units", "settle_seconds", "host", "connect_to", "headers", "expect_headers", "validate_certs")
+              "request_timeout", "units", "settle_seconds", "host", "connect_to", "headers", "expect_headers", "validate_certs",
+              "journal_lines")
 _GATE_DEFAULTS = dict((k, v.get("default")) for k, v in GATE_OPTIONS.items() if k not in _GATE_KEYS)
 
 

@@ -267,10 +267,12 @@ def live_environ(host) -> str:
     return host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ")
 
 
-def test_the_site_playbook_keeps_the_live_release_and_rolls_a_configuration_change_out(host, base_url, ephemeral_dir):
+def test_the_site_playbook_keeps_the_live_release_and_a_configuration_change_rolls_out_and_back_like_code(
+        host, base_url, ephemeral_dir):
     """A configuration run of site.yml's app, proxy and release layers (the others change nothing here) with the
-    inventory still naming v1: the live v2 stays, the raised rate limit and the new environment go live."""
-    live = releases()
+    inventory still naming v1: the live v2 stays, the raised rate limit and the new environment go live on the
+    other slot. rollback.yml then returns to the configuration it replaced, on the same release, not failed."""
+    live, environ = releases(), sorted(live_environ(host).splitlines())
     changed = {"app_env": dict(ENV, LOG_LEVEL="DEBUG"), "nginx_rate_limit_burst": 2500}
     site = ephemeral_dir / "site-layers.yml"
     site.write_text(json.dumps([
@@ -284,13 +286,21 @@ def test_the_site_playbook_keeps_the_live_release_and_rolls_a_configuration_chan
     assert_ok(result)
     assert traffic.report.failed == 0, traffic.report.summary()
     after = releases()
-    assert after["current"] == live["current"] and after["current"] .startswith("v2-"), after
+    assert after["current"] == live["current"] and after["current"].startswith("v2-"), after
     assert after["current_slot"] != live["current_slot"], "the new environment rolls out on the other slot"
     assert "LOG_LEVEL=DEBUG" in live_environ(host)
     # The callback folds long messages: compare with single spaces.
     assert "Kept the live release: deploy_version v1 is shipped by playbooks/deploy.yml" in " ".join(result.stdout.split())
-    assert host.file("/etc/nginx/conf.d/botstack-http.conf").exists
     assert "burst=2500" in host.check_output("cat /etc/nginx/sites-available/botstack.conf")
+    assert after["rollback_target"] == live["current"]
+    assert after["rollback_config"] == live["slots"][live["current_slot"]]["data"]["config"]
+    with load(base_url, slow_every=1) as traffic:
+        assert_ok(deploy(playbook="rollback.yml"))
+    assert traffic.report.failed == 0, traffic.report.summary()
+    back = releases()
+    assert (back["current"], back["current_slot"]) == (live["current"], live["current_slot"])
+    assert sorted(live_environ(host).splitlines()) == environ, "the environment the release ran with before the change"
+    assert status_of("v2") == "healthy"
 
 
 def test_deploying_a_release_older_than_the_live_one_is_refused_unless_asked(host):
@@ -363,8 +373,8 @@ def test_a_symlink_planted_in_the_textfile_directory_is_never_followed_by_root(h
 
 @pytest.mark.parametrize(("variant", "evidence"), [
     # The settings want a longer webhook secret: every process fails at start-up, pydantic printing the value.
+    # (v3-crash, an API failing at import, is the benchmark's: v3-leak fails the same way, printing a secret.)
     ("v3-leak", "telegram_webhook_secret"),
-    ("v3-crash", "cannot import name 'WEBHOOK_PATH'"),
     ("v3-unhealthy", "status 500"),
     ("v3-badmigration", 'column "lang" does not exist'),
     # API and worker pass the gate and take traffic; the scheduler crashes after ~1 s of imports.
@@ -418,35 +428,6 @@ def test_rollback_returns_to_the_previous_healthy_release_and_a_retry_changes_no
     assert_ok(again)
     assert play_recap(again.stdout)[HOST]["changed"] == 0, again.stdout[-3000:]
     assert get(base_url, "/health").json()["version"] == "2.0.0"
-
-
-def test_a_configuration_change_rolls_out_and_rolls_back_like_code(host, base_url):
-    """The new environment goes live on the other slot; rollback.yml returns to the configuration it replaced,
-    on the same release, with the release not marked failed."""
-    live, environ = releases(), sorted(live_environ(host).splitlines())
-    with load(base_url, slow_every=1) as traffic:
-        assert_ok(deploy("-e", json.dumps({"app_env": dict(ENV, LOG_LEVEL="WARNING"), "deploy_version": "v2"})))
-    assert traffic.report.failed == 0, traffic.report.summary()
-    info = releases()
-    assert info["current_slot"] != live["current_slot"] and info["current"] == live["current"]
-    assert "LOG_LEVEL=WARNING" in live_environ(host)
-    assert info["rollback_target"] == live["current"] and info["rollback_config"] == \
-        live["slots"][live["current_slot"]]["data"]["config"]
-    with load(base_url, slow_every=1) as traffic:
-        assert_ok(deploy(playbook="rollback.yml"))
-    assert traffic.report.failed == 0, traffic.report.summary()
-    back = releases()
-    assert (back["current"], back["current_slot"]) == (live["current"], live["current_slot"])
-    assert sorted(live_environ(host).splitlines()) == environ, "the environment the release ran with before the change"
-    assert "LOG_LEVEL=WARNING" not in live_environ(host) and status_of("v2") == "healthy"
-    # A deploy goes on to the inventory's configuration (the rollback changed the host, not the inventory).
-    with load(base_url, slow_every=1) as traffic:
-        assert_ok(deploy("-e", "deploy_version=v2"))
-    assert traffic.report.failed == 0, traffic.report.summary()
-    assert "LOG_LEVEL=" not in live_environ(host)
-    again = deploy("-e", "deploy_version=v2")
-    assert_ok(again)
-    assert "Nothing to do: v2-" in again.stdout
 
 
 def test_a_configuration_that_breaks_the_new_slot_never_reaches_the_live_one(host, base_url):
@@ -523,7 +504,7 @@ def test_a_second_run_of_the_same_owner_waits_for_the_first_instead_of_taking_it
     """Two terminals (or a cron job and a retry) of one owner: the second finds the first alive and is refused; the
     first finishes undisturbed. The first pauses in a hook between gate and switch to be found holding the lock."""
     hook = ephemeral_dir / "hook-pause.yml"
-    hook.write_text(json.dumps([{"name": "Pause", "ansible.builtin.pause": {"seconds": 25}}]))
+    hook.write_text(json.dumps([{"name": "Pause", "ansible.builtin.pause": {"seconds": 15}}]))
     extra = json.dumps({"deploy_version": "v3", "deploy_force": True, "deploy_hooks": {"before_switch": str(hook)}})
     first = subprocess.Popen(["ansible-playbook", "-i", str(molecule_path("MOLECULE_INVENTORY_FILE")),
                               str(PLAYBOOKS / "deploy.yml"), "-e", extra], stdout=subprocess.PIPE,

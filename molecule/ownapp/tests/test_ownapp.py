@@ -400,17 +400,11 @@ def editable_archive(tmp_path: pathlib.Path) -> pathlib.Path:
 @pytest.mark.parametrize(("app_name", "case", "variable"), [
     ("guestbook", {"deploy_git_known_hosts": ""}, "deploy_git_known_hosts"),
     ("guestbook", {"deploy_git_subdir": "../x"}, "deploy_git_subdir"),
-    ("notes", "editable", "deploy_requirements_file"),
-], ids=["known-hosts-empty", "subdir-outside", "editable-requirement"])
+], ids=["known-hosts-empty", "subdir-outside"])
 def test_bad_input_fails_before_anything_changes_naming_the_variable(app_name, case, variable, tmp_path):
     app = APPS[app_name]
-    if case == "editable":
-        case = {"deploy_source": "archive", "deploy_archive": str(editable_archive(tmp_path)),
-                "deploy_version": "v2-editable", "deploy_requirements_file": "requirements.txt"}
-    else:
-        case = dict(case, deploy_version="v2")
     live = releases(app)["current"]
-    result, _ = run(app, "deploy.yml", "-vvv", "-e", json.dumps(case))
+    result, _ = run(app, "deploy.yml", "-vvv", "-e", json.dumps(dict(case, deploy_version="v2")))
     text = output(result)
     assert result.returncode != 0, text[-3000:]
     assert not leaked(text), f"printed secrets at -vvv: {leaked(text)}"
@@ -419,9 +413,25 @@ def test_bad_input_fails_before_anything_changes_naming_the_variable(app_name, c
     assert releases(app)["current"] == live
 
 
+def test_an_editable_requirement_is_refused_naming_the_variable_and_nothing_live_changes(tmp_path):
+    """`-e .` is read from the release's own lock file, so the release exists (pending, never built wrong) when it is
+    refused; nothing that serves changes."""
+    app = APPS["notes"]
+    live = releases(app)
+    case = {"deploy_source": "archive", "deploy_archive": str(editable_archive(tmp_path)),
+            "deploy_version": "v2-editable", "deploy_requirements_file": "requirements.txt"}
+    result, _ = run(app, "deploy.yml", "-vvv", "-e", json.dumps(case))
+    text = " ".join(output(result).split())
+    assert result.returncode != 0 and "editable" in text and "deploy_requirements_file" in text, text[-5000:]
+    assert "deploy_install_project" in text and not leaked(text)
+    after = releases(app)
+    assert (after["current"], after["current_slot"]) == (live["current"], live["current_slot"])
+    assert all(r["status"] == "pending" for r in after["releases"] if r["id"].startswith("v2-editable-"))
+
+
 # --- 7. the deploy key stays where it was written ----------------------------------------------
 
-def test_the_deploy_key_reaches_neither_the_releases_nor_the_clone_nor_a_command_line():
+def test_the_deploy_key_reaches_neither_the_releases_nor_the_clone_nor_a_command_line(capsys):
     app = APPS["guestbook"]
     host = remote(app)
     key = max(deploy_key_lines(), key=len)
@@ -435,4 +445,5 @@ def test_the_deploy_key_reaches_neither_the_releases_nor_the_clone_nor_a_command
     # No token either: this repository is reached over SSH, so the URL carries none.
     assert not leaked("\n".join(PS_SAMPLES)), "a process's command line held the deploy key"
     programs = sorted({line.split()[0] for line in PS_SAMPLES if line.strip()})
-    print(f"{len(PS_SAMPLES)} git/ssh command lines sampled during the guestbook's v2 deploy: {programs}")
+    with capsys.disabled():
+        print(f"\n{len(PS_SAMPLES)} git/ssh command lines sampled during the guestbook's v2 deploy: {programs}")
