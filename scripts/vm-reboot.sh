@@ -72,6 +72,7 @@ ssh_opts=(-p "$port" -i "$demo/demo_ed25519" -o IdentitiesOnly=yes -o BatchMode=
   -o ConnectTimeout=10 -o ServerAliveInterval=10 -o LogLevel=ERROR
   -o ControlMaster=auto -o ControlPath="$PWD/$work/ssh-%C" -o ControlPersist=300)
 vm() { ssh "${ssh_opts[@]}" demo@127.0.0.1 "$@"; }
+vm_root() { vm sudo -n sh -s; }  # a shell script on stdin, run as root (ssh would re-split arguments)
 vm_close() { ssh "${ssh_opts[@]}" -O exit demo@127.0.0.1 >/dev/null 2>&1 || true; }
 
 qemu_running() { [[ -f $work/qemu.pid ]] && kill -0 "$(cat "$work/qemu.pid")" 2>/dev/null; }
@@ -299,7 +300,8 @@ import json, sys
 s = json.load(open(sys.argv[1]))
 print(f"     {s['kernel']} ({s['virt']}); {s['startup'] or 'startup not finished'}")
 print(f"     first boot: " + ", ".join(f"{u} {s['units'][u]['ActiveState']}/{s['units'][u]['SubState']}"
-      f" ({s['units'][u]['NRestarts'] or 0} restarts)" for u in s["platform"][:1] + s["wanted"] if u in s["units"]))
+      f" ({s['units'][u].get('NRestarts') or 0} restarts)" for u in s["platform"][:1] + s["wanted"]
+      if u in s["units"] and u.endswith(".service")))
 PY
 
 # PostgreSQL sizes its memory from the RAM the converge saw: the container saw the engine host's
@@ -310,7 +312,7 @@ t0=$SECONDS
 converge_vm "$work/postgresql-vm.log" 900 playbooks/postgresql.yml ||
   { tail -n 40 "$work/postgresql-vm.log" >&2; die "playbooks/postgresql.yml into the VM ($work/postgresql-vm.log)"; }
 echo "     playbooks/postgresql.yml: $(took "$t0")"; recap "$work/postgresql-vm.log"
-vm sudo -n sh -c 'grep -h "^# Memory\|^shared_buffers" /etc/postgresql/*/main/conf.d/50-botstack.conf' | sed 's/^/     /'
+echo 'grep -h "^# Memory\|^shared_buffers" /etc/postgresql/*/main/conf.d/50-botstack.conf' | vm_root | sed 's/^/     /'
 # The app's units kept retrying meanwhile (StartLimitIntervalSec=0): they come up on their own.
 for _ in $(seq 1 60); do
   vm 'systemctl is-active $(systemctl show -p Wants --value '"$app"'.target)' >/dev/null 2>&1 && break
@@ -353,9 +355,11 @@ fi
 
 # --- 4. a database slow to come back, and the reboot ------------------------------------------------
 say "4. PostgreSQL made slow to start (ExecStartPre=/bin/sleep $slow_db_seconds), then systemctl reboot"
-vm sudo -n sh -c "mkdir -p /etc/systemd/system/postgresql@.service.d &&
-  printf '[Service]\nExecStartPre=/bin/sleep $slow_db_seconds\n' > /etc/systemd/system/postgresql@.service.d/50-slow-start.conf &&
-  systemctl daemon-reload"
+vm_root <<EOF
+mkdir -p /etc/systemd/system/postgresql@.service.d
+printf '[Service]\nExecStartPre=/bin/sleep $slow_db_seconds\n' >/etc/systemd/system/postgresql@.service.d/50-slow-start.conf
+systemctl daemon-reload
+EOF
 offset=$(stat -c %s "$work/console.log")
 t_reboot=$(date +%s)
 vm sudo -n systemctl reboot >/dev/null 2>&1 || true
@@ -364,7 +368,7 @@ wait_vm reboot "$t_reboot" "$offset"
 probe after
 t_checked=$(($(date +%s) - t_reboot))
 # The test's drop-in goes; the VM is disposable, but a --keep'd one should start at its normal pace.
-vm sudo -n sh -c 'rm -f /etc/systemd/system/postgresql@.service.d/50-slow-start.conf && systemctl daemon-reload' || true
+echo 'rm -f /etc/systemd/system/postgresql@.service.d/50-slow-start.conf && systemctl daemon-reload' | vm_root || true
 
 # --- the verdict -------------------------------------------------------------------------------------
 say "results"

@@ -372,8 +372,8 @@ def _judge(module, p, holder, info):
                             % (theirs["pid"], mine["name"]))
             module.fail_json(
                 msg="%s, and that run is alive: its ansible-playbook process %d still runs on this controller (%s). "
-                    "Wait for that deploy to finish, or stop it, then run again" % (_held(p, holder), theirs["pid"],
-                                                                                     mine["name"]),
+                    "Wait for that deploy to finish, or stop it, then run again"
+                    % (_held(p, holder), theirs["pid"], mine["name"]),
                 holder=holder, liveness=liveness, taken_over=False)
         if theirs["pid"] != mine.get("pid"):
             return dict(liveness, state="dead", reason="its ansible-playbook process %d on this controller (%s) is gone "

@@ -14,7 +14,7 @@ import requests
 import testinfra
 import urllib3
 
-from conftest import assert_no_secret_in, molecule_path, play_recap, run_playbook
+from conftest import assert_no_secret_in, molecule_path, play_recap, run_module, run_playbook
 from traffic import Traffic
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the request loop skips the Pebble chain
@@ -242,7 +242,7 @@ def test_a_rolling_deploy_under_load_loses_no_request_and_both_hosts_run_the_new
     first, last = text.index("PLAY [Release on the app hosts, one at a time"), text.index("PLAY [Release on the singleton")
     assert first < text.index(f"[{APP2}]", first) < last < text.index(f"[{APP1}]", last), "app2 first, then app1"
     assert {"1.0.0", "2.0.0"} <= set(traffic.report.versions), traffic.report.summary()
-    v2 = on(APP1).check_output("basename $(readlink /opt/botstack/current)")
+    v2 = on(APP1).check_output("basename $(readlink -f /opt/botstack/current)")
     assert v2.startswith("v2-")
     assert_one_scheduler_and_no_new_task_to_an_old_worker(seen, v2)
     lb = on(LB)
@@ -261,19 +261,21 @@ def test_moving_the_scheduler_to_another_host_never_runs_two():
                               *(["-e", f"app_singleton_host={target}"] if target == APP2 else []))
         seen = stop_samplers()
         assert result.returncode == 0, output(result)[-5000:]
-        assert on(target).check_output("systemctl list-units --plain --no-legend --state=active "
-                                       "'botstack-scheduler@*' | wc -l") == "1"
-        assert on(other).check_output("systemctl list-units --plain --no-legend --state=active "
-                                      "'botstack-scheduler@*' | wc -l") == "0"
+        running = {app: on(app).check_output("systemctl list-units --plain --no-legend --state=active,activating,"
+                                             "deactivating 'botstack-scheduler@*'") for app in (target, other)}
+        assert len(running[target].splitlines()) == 1 and not running[other].strip(), (target, running,
+                                                                                      output(result)[-6000:])
+        # Nor is one left to start at its next boot.
+        assert "scheduler" not in on(other).run("ls /etc/systemd/system/botstack.target.wants").stdout
         assert_one_scheduler_and_no_new_task_to_an_old_worker(seen, on(APP1).check_output(
-            "basename $(readlink /opt/botstack/current)"))
+            "basename $(readlink -f /opt/botstack/current)"))
 
 
 def test_an_unreachable_balancer_fails_the_deploy_and_the_release_is_never_called_healthy():
     """The balancer cannot be reached while app2 switches: app2's deploy fails in its switch, the release is marked
     failed (never healthy), app2 keeps its live slot, and the message names the balancer."""
     app2 = on(APP2)
-    before = app2.check_output("basename $(readlink /opt/botstack/current)")
+    before = app2.check_output("basename $(readlink -f /opt/botstack/current)")
     subprocess.run(["docker", "pause", LB], check=True)
     try:
         result = run_playbook(ROOT / "playbooks" / "deploy.yml", "-e", "deploy_version=v3", "--limit", APP2)
@@ -283,7 +285,7 @@ def test_an_unreachable_balancer_fails_the_deploy_and_the_release_is_never_calle
     info = json.loads(app2.check_output("cat /opt/botstack/releases/$(ls /opt/botstack/releases | grep '^v3-' | head -1)"
                                         "/.release.json"))
     assert info["status"] == "failed", info
-    assert app2.check_output("basename $(readlink /opt/botstack/current)") == before
+    assert app2.check_output("basename $(readlink -f /opt/botstack/current)") == before
     # Once the balancer answers, a deploy ends where one clean run ends.
     assert run_playbook(ROOT / "playbooks" / "deploy.yml", "-e", "deploy_version=v2").returncode == 0
     assert get("/health").status_code == 200
@@ -360,7 +362,10 @@ def test_an_app_host_on_managed_databases_converges_with_the_providers_ca_from_v
     app2 = on(APP2)
     ca_file = app2.file("/etc/botstack-pki/provider.crt")
     assert (ca_file.mode, ca_file.user) == (0o644, "root") and ca_file.content_string.strip() == provider_ca.strip()
-    assert app2.run("""grep -qx 'PGSSLROOTCERT="/etc/botstack-pki/provider.crt"' /opt/botstack/.env""").rc == 0
+    # The live slot's configuration bundle holds the environment it runs with.
+    info = run_module(APP2, "botstack.deploy.release_info", {"app_root": "/opt/botstack"})
+    env = f"/opt/botstack/config/{info['slots'][info['current_slot']]['data']['config']}/env"
+    assert app2.run(f"""grep -qx 'PGSSLROOTCERT="/etc/botstack-pki/provider.crt"' {env}""").rc == 0
     # The live slot checked PostgreSQL and Redis, both verified against the provider's CA.
     port = live_ports(app2)[0]
     body = json.loads(on(LB).check_output(f"curl -fsS --max-time 5 http://{ADDRESS[APP2]}:{port}/health"))
