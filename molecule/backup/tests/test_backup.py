@@ -27,6 +27,8 @@ PG_CONFIG = "/etc/botstack-backup/postgresql.json"
 METRICS = "/var/lib/prometheus/node-exporter"
 PLAYBOOKS = pathlib.Path(__file__).resolve().parents[3] / "playbooks"
 MARKER = "needle-7f3a9c-in-the-dump"
+# Keys are per host: <prefix>/<kind>/<host>/<name>/ (backup_s3_host_key, the inventory name).
+SERIES = "botstack/postgresql/backup-db/botstack/"
 
 
 def s3_host():
@@ -122,10 +124,10 @@ def test_backup_units_are_sandboxed(host):
 
 
 def test_backup_uploads_an_encrypted_object_and_its_manifest(host, s3, seeded):
-    before = keys(s3, "botstack/postgresql/botstack/")
+    before = keys(s3, SERIES)
     result = unit_run(host, "botstack-backup-postgresql.service")
     assert result.rc == 0, host.run("journalctl -u botstack-backup-postgresql.service -n 30 --no-pager").stdout
-    stored = sorted(set(keys(s3, "botstack/postgresql/botstack/")) - set(before))
+    stored = sorted(set(keys(s3, SERIES)) - set(before))
     assert len(stored) == 2 and stored[0].endswith(".dump.zst.age") and stored[1].endswith(".json"), stored
     manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=stored[1])["Body"].read())
     body = s3.get_object(Bucket=BUCKET, Key=stored[0])["Body"].read()
@@ -136,6 +138,123 @@ def test_backup_uploads_an_encrypted_object_and_its_manifest(host, s3, seeded):
     assert body.startswith(b"age-encryption.org/v1") and b"PGDMP" not in body and MARKER.encode() not in body
     assert metric(host, "postgresql", "botstack", "last_result") == 1
     assert metric(host, "postgresql", "botstack", "last_size_bytes") == len(body)
+
+
+def test_roles_and_memberships_come_back_from_the_globals_backup(host, s3):
+    """A database dump holds no roles: pg_dumpall --globals-only goes beside it, and restore.yml replays it."""
+    psql(host, "DROP ROLE IF EXISTS reporting; CREATE ROLE reporting NOLOGIN; GRANT bot TO reporting", "postgres")
+    try:
+        result = unit_run(host, "botstack-backup-postgresql.service")
+        assert result.rc == 0, host.run("journalctl -u botstack-backup-postgresql.service -n 30 --no-pager").stdout
+        stored = keys(s3, "botstack/postgresql/backup-db/_globals/")
+        assert any(k.endswith(".sql.zst.age") for k in stored) and any(k.endswith(".json") for k in stored), stored
+        assert metric(host, "postgresql", "_globals", "last_result") == 1
+        psql(host, "DROP ROLE reporting", "postgres")
+        restored = run_playbook(PLAYBOOKS / "restore.yml", "-e", "backup_restore_globals=true", "-vvv")
+        assert_no_secret_in(restored.stdout + restored.stderr, "restore.yml globals -vvv")
+        assert restored.returncode == 0, restored.stdout[-3000:]
+        member = psql(host, "SELECT string_agg(g.rolname, ',') FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member "
+                            "JOIN pg_roles g ON g.oid = m.roleid WHERE r.rolname = 'reporting'", "postgres")
+        assert member == "bot"
+    finally:
+        psql(host, "DROP ROLE IF EXISTS reporting", "postgres")
+
+
+def config_copy(host, path, **changes):
+    """A copy of the PostgreSQL job's configuration with some settings changed (dotted keys), readable by postgres."""
+    program = ("import json, sys; c = json.load(open(sys.argv[1])); changes = json.loads(sys.argv[2])\n"
+               "for key, value in changes.items():\n"
+               "    *parents, last = key.split('.'); d = c\n"
+               "    for p in parents: d = d[p]\n"
+               "    d[last] = value\n"
+               "json.dump(c, open(sys.argv[3], 'w'))")
+    host.check_output("runuser -u postgres -- python3 -c %s %s %s %s", program, PG_CONFIG,
+                      json.dumps({k.replace("__", "."): v for k, v in changes.items()}), path)
+    return path
+
+
+def test_a_dump_that_dies_after_its_last_byte_leaves_no_object(host, s3):
+    """pg_dump writes part of a dump and exits 1: the upload saw EOF, but its exit status decides."""
+    before = keys(s3, SERIES)
+    host.check_output("install -d -m 0755 /tmp/dying && printf '%s' > /tmp/dying/pg_dump && chmod 0755 /tmp/dying/pg_dump",
+                      "#!/bin/sh\nhead -c 7000000 /dev/urandom\necho 'pg_dump: error: connection lost' >&2\nexit 1\n")
+    try:
+        result = host.run("runuser -u postgres -- env PATH=/tmp/dying:/usr/bin:/bin %s --config %s backup --name botstack",
+                          PROGRAM, PG_CONFIG)
+    finally:
+        host.run("rm -rf /tmp/dying")
+    assert result.rc != 0 and "pg_dump exited 1" in result.stdout + result.stderr, result.stdout + result.stderr
+    assert keys(s3, SERIES) == before
+    assert not s3.list_multipart_uploads(Bucket=BUCKET, Prefix="botstack/postgresql/").get("Uploads")
+
+
+def test_a_rebuilt_clusters_empty_dump_is_never_restored_in_place_of_the_good_one(host, s3, seeded):
+    """A host lost and rebuilt: site.yml makes a new, empty cluster whose timers dump at once. Its dumps are a
+    lineage of their own (the cluster's system identifier); the restore refuses the newest one, names the good one."""
+    stored = keys(s3, SERIES)
+    manifests = [k for k in stored if k.endswith(".json")]
+    good = json.loads(s3.get_object(Bucket=BUCKET, Key=manifests[-1])["Body"].read())
+    assert good["system_identifier"] and good["rows"] == sum(seeded.values())
+    host.check_output("pg_createcluster 15 rebuilt -p 5498 --start >/dev/null && "
+                      "runuser -u postgres -- createdb -p 5498 botstack")
+    empty = config_copy(host, "/var/lib/botstack-backup/postgresql/rebuilt.json", postgresql__port=5498)
+    try:
+        host.check_output("runuser -u postgres -- %s --config %s backup --name botstack", PROGRAM, empty)
+        new = [k for k in keys(s3, SERIES) if k.endswith(".json") and k not in manifests]
+        rebuilt = json.loads(s3.get_object(Bucket=BUCKET, Key=new[0])["Body"].read())
+        assert rebuilt["rows"] == 0 and rebuilt["system_identifier"] != good["system_identifier"]
+        refused = run_playbook(PLAYBOOKS / "restore.yml", "-e", "backup_restore_database=botstack",
+                               "-e", "backup_restore_target=botstack_after_loss")
+        output = refused.stdout + refused.stderr
+        assert refused.returncode != 0 and good["id"] in output and "backup_restore_allow_shrunk" in output, output[-3000:]
+        assert not psql(host, "SELECT datname FROM pg_database WHERE datname LIKE 'botstack\\_after\\_loss%'", "postgres")
+        named = run_playbook(PLAYBOOKS / "restore.yml", "-e", "backup_restore_database=botstack",
+                             "-e", "backup_restore_target=botstack_after_loss", "-e", f"backup_restore_id={good['id']}")
+        assert named.returncode == 0, named.stdout[-3000:]
+        for table, rows in seeded.items():
+            assert int(psql(host, f"SELECT count(*) FROM {table}", "botstack_after_loss")) == rows, table
+        # Created from template0 with the source database's encoding and locale.
+        assert psql(host, "SELECT pg_encoding_to_char(encoding) || ' ' || datcollate FROM pg_database "
+                          "WHERE datname = 'botstack_after_loss'", "postgres") == f"{good['encoding']} {good['lc_collate']}"
+    finally:
+        for key in set(keys(s3, SERIES)) - set(stored):
+            s3.delete_object(Bucket=BUCKET, Key=key)
+        host.run("pg_dropcluster 15 rebuilt --stop; rm -f %s", empty)
+        psql(host, "DROP DATABASE IF EXISTS botstack_after_loss", "postgres")
+
+
+def lifecycle(s3):
+    try:
+        return s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
+    except s3.exceptions.ClientError:
+        return []
+
+
+def expiring(rules, key):
+    return [r["ID"] for r in rules if "Expiration" in r and key.startswith((r.get("Filter") or {}).get("Prefix", ""))]
+
+
+def test_lifecycle_rules_expire_the_dumps_and_never_the_pgbackrest_repository(host, s3):
+    repository = keys(s3, "botstack/pgbackrest/")
+    assert any(key.endswith("archive.info") for key in repository), repository[:5]
+    # Prune mode (the converge): only the rule that aborts abandoned uploads, on the dumps' prefixes.
+    rules = lifecycle(s3)
+    assert rules and all("Expiration" not in r for r in rules), rules
+    config = json.loads(host.file(PG_CONFIG).content_string)
+    expire = config_copy(host, "/var/lib/botstack-backup/postgresql/lifecycle.json", retention__mode="lifecycle")
+    try:
+        changed = json.loads(host.check_output("runuser -u postgres -- %s --config %s lifecycle", PROGRAM, expire))
+        again = json.loads(host.check_output("runuser -u postgres -- %s --config %s lifecycle", PROGRAM, expire))
+        assert changed == {"changed": True} and again == {"changed": False}
+        rules = lifecycle(s3)
+        assert [key for key in repository if expiring(rules, key)] == []
+        assert expiring(rules, SERIES + "x.dump.zst.age") == ["botstack-backup-botstack-postgresql"]
+        days = {r["ID"]: r["Expiration"]["Days"] for r in rules if "Expiration" in r}
+        assert days == {f"botstack-backup-botstack-{kind}": d for kind, d in config["retention_days"].items()}, days
+    finally:
+        restored = json.loads(host.check_output("runuser -u postgres -- %s --config %s lifecycle", PROGRAM, PG_CONFIG))
+        host.run("rm -f /var/lib/botstack-backup/postgresql/lifecycle.json")
+    assert restored == {"changed": True} and all("Expiration" not in r for r in lifecycle(s3))
 
 
 def test_restore_into_a_new_database_has_the_same_rows(host, seeded):
@@ -205,7 +324,7 @@ def test_wrong_credentials_are_refused_and_nothing_is_stored(host, s3):
 def put_fake_backup(s3, name, age_days):
     finished = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=age_days)
     backup_id = finished.strftime("%Y%m%dT%H%M%SZ") + "-fake"
-    base = f"botstack/postgresql/{name}/{backup_id}"
+    base = f"botstack/postgresql/backup-db/{name}/{backup_id}"
     s3.put_object(Bucket=BUCKET, Key=base + ".dump.zst.age", Body=b"x")
     s3.put_object(Bucket=BUCKET, Key=base + ".json", Body=json.dumps({
         "id": backup_id, "object_key": base + ".dump.zst.age", "finished_at": finished.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -221,13 +340,30 @@ def put_fake_backup(s3, name, age_days):
 ])
 def test_retention_keeps_exactly_the_right_backups(host, s3, ages, kept):
     name = "retention_probe"
-    for key in keys(s3, f"botstack/postgresql/{name}/"):
+    for key in keys(s3, f"botstack/postgresql/backup-db/{name}/"):
         s3.delete_object(Bucket=BUCKET, Key=key)
     ids = {age: put_fake_backup(s3, name, age) for age in ages}
     host.check_output("runuser -u postgres -- %s --config %s prune --name %s", PROGRAM, PG_CONFIG, name)
-    remaining = keys(s3, f"botstack/postgresql/{name}/")
-    expected = sorted(f"botstack/postgresql/{name}/{ids[age]}{suffix}" for age in kept for suffix in (".dump.zst.age", ".json"))
+    remaining = keys(s3, f"botstack/postgresql/backup-db/{name}/")
+    expected = sorted(f"botstack/postgresql/backup-db/{name}/{ids[age]}{suffix}" for age in kept for suffix in (".dump.zst.age", ".json"))
     assert remaining == expected
+
+
+def test_a_drill_that_would_fill_the_disk_is_refused_before_it_writes(host):
+    """The drill needs about twice the database's size: short of room (here: 99.9 % must stay free), it is refused
+    with the fix named, and its result says failed so RestoreDrillFailed fires."""
+    crowded = config_copy(host, "/var/lib/botstack-backup/postgresql/crowded.json", drill_min_free_percent=99.9)
+    try:
+        # As the drill unit runs it (postgres, the metrics group), so its result reaches the textfile directory.
+        result = host.run("systemd-run --wait --pipe --collect -p User=postgres -p Group=postgres "
+                          "-p SupplementaryGroups=botstack-metrics -p UMask=0077 %s --config %s drill", PROGRAM, crowded)
+    finally:
+        host.run("rm -f %s", crowded)
+    output = result.stdout + result.stderr
+    assert result.rc != 0 and "restore drill of botstack refused (nothing was restored)" in output, output
+    assert "backup_drill_dir" in output
+    assert metric(host, "postgresql", "botstack", "drill_last_result") == 0
+    assert host.check_output("find /var/lib/botstack-backup/postgresql -maxdepth 1 -name 'drill-*'") == ""
 
 
 def test_restore_drill_passes_on_a_good_backup(host):
@@ -235,11 +371,16 @@ def test_restore_drill_passes_on_a_good_backup(host):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Restore drill passed" in result.stdout
     assert metric(host, "postgresql", "botstack", "drill_last_result") == 1
-    assert not psql(host, "SELECT datname FROM pg_database WHERE datname = 'botstack__drill'", "postgres")
+    assert metric(host, "postgresql", "botstack", "drill_restore_seconds") > 0
+    # Restored into a scratch cluster of its own: no database, no session, no WAL in the live cluster.
+    assert not psql(host, "SELECT datname FROM pg_database WHERE datname LIKE '%drill%'", "postgres")
+    journal = host.check_output("journalctl -u botstack-backup-drill.service -n 30 --no-pager -o cat")
+    assert '"event": "drill_passed"' in journal, journal
+    assert host.check_output("find /var/lib/botstack-backup/postgresql -maxdepth 1 -name 'drill-*'") == ""
 
 
 def test_restore_drill_fails_loudly_on_a_tampered_backup(host, s3):
-    newest = [k for k in keys(s3, "botstack/postgresql/botstack/") if k.endswith(".age")][-1]
+    newest = [k for k in keys(s3, SERIES) if k.endswith(".age")][-1]
     original = s3.get_object(Bucket=BUCKET, Key=newest)["Body"].read()
     tampered = bytearray(original)
     tampered[len(tampered) // 2] ^= 0xFF
@@ -270,7 +411,7 @@ def test_redis_keys_come_back_after_a_restore(host, s3):
     redis(host, "RPUSH botstack:queue job1 job2 job3")
     result = unit_run(host, "botstack-backup-redis.service")
     assert result.rc == 0, host.run("journalctl -u botstack-backup-redis.service -n 30 --no-pager").stdout
-    assert [k for k in keys(s3, "botstack/redis/redis/") if k.endswith(".rdb.zst.age")]
+    assert [k for k in keys(s3, "botstack/redis/backup-db/redis/") if k.endswith(".rdb.zst.age")]
     redis(host, "DEL botstack:probe:kept botstack:queue")
     redis(host, "SET botstack:probe:after later")
     refused = run_playbook(PLAYBOOKS / "restore.yml", "-e", "backup_restore_kind=redis")

@@ -84,6 +84,44 @@ def test_the_monitoring_host_scrapes_the_database_host(monitor):
     wait_for("every target of both hosts up", all_up)
 
 
+ALERTMANAGER = "http://127.0.0.1:9093"
+# Rules of issue #37 ("alerts that cannot fire"): each must be loaded, whatever its state.
+NEW_RULES = {"PostgreSQLDown", "RedisDown", "FilesystemSpaceFillingUp", "FilesystemAlmostOutOfInodes",
+             "TextfileScrapeError", "TextfileStale", "PrometheusRuleEvaluationFailures",
+             "PrometheusNotificationsFailing", "AlertmanagerFailedToSendAlerts", "Watchdog"}
+
+
+def alerts_named(monitor, *names: str) -> list[dict]:
+    """Alerts Prometheus holds (pending or firing) of these names."""
+    return [a for a in prometheus(monitor, "/api/v1/alerts")["data"]["alerts"] if a["labels"]["alertname"] in names]
+
+
+def test_the_watchdog_fires_the_new_rules_are_loaded_and_the_data_stores_are_quiet(monitor):
+    groups = prometheus(monitor, "/api/v1/rules?type=alert")["data"]["groups"]
+    loaded = {rule["name"] for group in groups if group["name"] == "botstack" for rule in group["rules"]}
+    assert NEW_RULES <= loaded, NEW_RULES - loaded
+    assert all(rule["health"] == "ok" for group in groups for rule in group["rules"]), groups
+
+    # The dead man's switch fires from the first evaluation, and Alertmanager gives it to its own receiver
+    # (no monitoring_watchdog_url here: one that notifies no one), never to the people's receiver.
+    watchdog = wait_for("the Watchdog firing", lambda: [a for a in alerts_named(monitor, "Watchdog")
+                                                         if a["state"] == "firing"])
+    assert watchdog[0]["labels"]["severity"] == "none", watchdog
+    query = urllib.parse.quote('alertname="Watchdog"')
+    routed = wait_for("the Watchdog in Alertmanager", lambda: json.loads(
+        fetch(monitor, f"{ALERTMANAGER}/api/v2/alerts?filter={query}")))
+    assert [r["name"] for r in routed[0]["receivers"]] == ["botstack-watchdog"], routed
+    assert not slack_notified(monitor, "Watchdog", "FIRING", 0)
+
+    # While both answer their exporters, neither data store alert is even pending.
+    for metric in ("pg_up", "redis_up"):
+        wait_for(f"{metric} 1 on backup-db", lambda metric=metric: [
+            r for r in prometheus(monitor, f"/api/v1/query?query={metric}")["data"]["result"]
+            if r["metric"].get("host") == "backup-db" and r["value"][1] == "1"])
+    wait_for("no PostgreSQLDown or RedisDown", lambda: not alerts_named(monitor, "PostgreSQLDown", "RedisDown"),
+             timeout=30)
+
+
 def test_exporters_answer_the_monitoring_host_alone(host, monitor):
     address = container_address("backup-db")
     # backup-db listens on its private address, not on every interface.
