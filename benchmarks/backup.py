@@ -5,11 +5,14 @@ On this machine, with throwaway processes on loopback only: a PostgreSQL 15 clus
 directory filled with realistic rows (uuid, text, jsonb, timestamps; not pgbench's), and a SeaweedFS
 S3 server (from .venv-tools, `make setup`). Side by side in one run:
 
-  naive:  pg_dump -Fc | gzip > file, then upload the file (boto3 upload_file)
+  naive:  pg_dump -Fc > file (its own compression, what a user writes), then upload the file (boto3 upload_file)
   ours:   botstack-backup backup (pg_dump -Fc -Z0 | zstd -T | age -> multipart upload, row counts)
   restore: botstack-backup restore (download + sha256 + decrypt + zstd -d -> pg_restore -j 2)
+  pgBackRest: a full physical backup of the same cluster (zst, aes-256-cbc, process-max 2) into a local
+          repository, no upload: the other tool the backup role runs, beside ours
+  floors: pg_dump alone to /dev/null, and pg_dump -Z0 | zstd -T2 (no encryption, no upload)
 
-Needs Debian's postgresql-15, zstd and age on the host (apt-get install postgresql-15 zstd age).
+Needs Debian's postgresql-15, zstd, age and pgbackrest on the host (apt-get install postgresql-15 zstd age pgbackrest).
 Usage: .venv/bin/python benchmarks/backup.py [--size-mb 350]
 """
 from __future__ import annotations
@@ -99,9 +102,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=350)
     args = parser.parse_args()
-    for tool in ("zstd", "age", "gzip"):
+    for tool in ("zstd", "age", "pgbackrest"):
         if not shutil.which(tool):
-            sys.exit(f"{tool} is missing: apt-get install postgresql-15 zstd age")
+            sys.exit(f"{tool} is missing: apt-get install postgresql-15 zstd age pgbackrest")
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench-backup-"))
     os.chmod(work, 0o755)
     data, sock = work / "pg", pathlib.Path("/tmp/bench-pg")
@@ -134,12 +137,12 @@ def main():
 
         s3 = bench_bucket(f"http://127.0.0.1:{S3_PORT}", KEY, SECRET)
 
-        # The seed's way: compress to a file, then upload it.
-        dump = work / "naive.dump.gz"
+        # What a user writes: pg_dump's custom format (its own gzip compression) to a file, then upload it.
+        dump = work / "naive.dump"
         started = time.monotonic()
-        sh(f"runuser -u postgres -- pg_dump -h {sock} -p {PORT} -Fc bench | gzip > {dump}")
+        sh(f"runuser -u postgres -- pg_dump -h {sock} -p {PORT} -Fc bench > {dump}")
         dumped = time.monotonic() - started
-        s3.upload_file(str(dump), "bench", "naive/bench.dump.gz")
+        s3.upload_file(str(dump), "bench", "naive/bench.dump")
         naive = time.monotonic() - started
         naive_size = dump.stat().st_size
         dump.unlink()
@@ -151,6 +154,21 @@ def main():
             started = time.monotonic()
             sh(f"runuser -u postgres -- pg_dump -h {sock} -p {PORT} -Fc -Z0 bench {pipeline}")
             references[label] = time.monotonic() - started
+
+        # pgBackRest's own full backup of the cluster (physical: indexes included), local repository.
+        repo = work / "pgbackrest"
+        repo.mkdir()
+        shutil.chown(repo, "postgres")
+        backrest = ["pgbackrest", "--stanza=bench", f"--pg1-path={data}", f"--pg1-socket-path={sock}",
+                    f"--pg1-port={PORT}", f"--repo1-path={repo}", "--repo1-cipher-type=aes-256-cbc",
+                    "--repo1-cipher-pass=bench-cipher-pass-0123456789", "--compress-type=zst", "--process-max=2",
+                    "--log-level-console=warn", "--log-level-file=off", f"--lock-path={work}",
+                    "--no-archive-check", "--start-fast"]
+        sh(as_postgres(backrest + ["stanza-create"]), capture_output=True)
+        started = time.monotonic()
+        sh(as_postgres(backrest + ["--type=full", "backup"]), capture_output=True)
+        physical = time.monotonic() - started
+        physical_size = sum(p.stat().st_size for p in (repo / "backup").rglob("*") if p.is_file())
 
         python = venv(work)
         state = work / "state"
@@ -186,10 +204,12 @@ def main():
         same = psql("SELECT count(*) FROM messages", "bench_restored") == psql("SELECT count(*) FROM messages")
 
         mib = size / 2**20
-        print(f"naive  pg_dump -Fc | gzip > file ({dumped:.1f} s) + upload: {naive:6.1f} s  {mib / naive:6.1f} MiB/s"
+        print(f"naive  pg_dump -Fc > file ({dumped:.1f} s) + upload:        {naive:6.1f} s  {mib / naive:6.1f} MiB/s"
               f"  stored {naive_size / 2**20:6.1f} MiB, nothing encrypted")
         print(f"ours   botstack-backup backup:                     {ours:6.1f} s  {mib / ours:6.1f} MiB/s"
               f"  stored {done['size'] / 2**20:6.1f} MiB, age-encrypted; uploader peak RSS {done['peak_rss_mb']} MB")
+        print(f"pgBackRest full backup (physical, local repo): {physical:6.1f} s  {mib / physical:6.1f} MiB/s"
+              f"  stored {physical_size / 2**20:6.1f} MiB, aes-256-cbc, no upload")
         for label, seconds in references.items():
             print(f"ref    {label:44s}{seconds:6.1f} s  {mib / seconds:6.1f} MiB/s  (no encryption, no upload)")
         print(f"speed-up: {naive / ours:.1f}x (target >= 5x);  restore (download, sha256, decrypt, pg_restore -j 2): "

@@ -161,7 +161,9 @@ def test_roles_and_memberships_come_back_from_the_globals_backup(host, s3):
 
 
 def config_copy(host, path, **changes):
-    """A copy of the PostgreSQL job's configuration with some settings changed (dotted keys), readable by postgres."""
+    """A copy of the PostgreSQL job's configuration with some settings changed (a__b for a.b), readable by postgres.
+    Without metrics_dir given, the copy writes no metrics (run by hand, postgres is not in the metrics group)."""
+    changes.setdefault("metrics_dir", "")
     program = ("import json, sys; c = json.load(open(sys.argv[1])); changes = json.loads(sys.argv[2])\n"
                "for key, value in changes.items():\n"
                "    *parents, last = key.split('.'); d = c\n"
@@ -178,11 +180,12 @@ def test_a_dump_that_dies_after_its_last_byte_leaves_no_object(host, s3):
     before = keys(s3, SERIES)
     host.check_output("install -d -m 0755 /tmp/dying && printf '%s' > /tmp/dying/pg_dump && chmod 0755 /tmp/dying/pg_dump",
                       "#!/bin/sh\nhead -c 7000000 /dev/urandom\necho 'pg_dump: error: connection lost' >&2\nexit 1\n")
+    dying = config_copy(host, "/var/lib/botstack-backup/postgresql/dying.json")
     try:
         result = host.run("runuser -u postgres -- env PATH=/tmp/dying:/usr/bin:/bin %s --config %s backup --name botstack",
-                          PROGRAM, PG_CONFIG)
+                          PROGRAM, dying)
     finally:
-        host.run("rm -rf /tmp/dying")
+        host.run("rm -rf /tmp/dying %s", dying)
     assert result.rc != 0 and "pg_dump exited 1" in result.stdout + result.stderr, result.stdout + result.stderr
     assert keys(s3, SERIES) == before
     assert not s3.list_multipart_uploads(Bucket=BUCKET, Prefix="botstack/postgresql/").get("Uploads")
@@ -232,6 +235,36 @@ def lifecycle(s3):
 
 def expiring(rules, key):
     return [r["ID"] for r in rules if "Expiration" in r and key.startswith((r.get("Filter") or {}).get("Prefix", ""))]
+
+
+def test_with_object_lock_the_hosts_own_keys_cannot_delete_a_backup_for_good(host, s3, seeded):
+    """The database host's keys can delete every dump. With Object Lock (a bucket of its own here) a delete only
+    adds a marker: after someone deletes everything with those keys, the restore still finds the backup."""
+    locked = config_copy(host, "/var/lib/botstack-backup/postgresql/locked.json", s3__bucket="botstack-locked",
+                         object_lock__days=1)
+    run = f"runuser -u postgres -- {PROGRAM} --config {locked}"
+    try:
+        assert json.loads(host.check_output(run + " ensure-bucket")) == {"changed": True}
+        host.check_output(run + " backup --name botstack")
+        stored = [o["Key"] for o in s3.list_objects_v2(Bucket="botstack-locked")["Contents"]]
+        dump = next(k for k in stored if k.endswith(".dump.zst.age"))
+        assert s3.head_object(Bucket="botstack-locked", Key=dump)["ObjectLockMode"] == "COMPLIANCE"
+        # The compromise: every key deleted with the host's credentials, then every version it can see.
+        s3.delete_objects(Bucket="botstack-locked", Delete={"Objects": [{"Key": k} for k in stored]})
+        versions = s3.list_object_versions(Bucket="botstack-locked")["Versions"]
+        refused = s3.delete_objects(Bucket="botstack-locked", Delete={"Objects": [
+            {"Key": v["Key"], "VersionId": v["VersionId"]} for v in versions]})
+        assert not refused.get("Deleted") and len(refused["Errors"]) == len(versions), refused
+        assert "Contents" not in s3.list_objects_v2(Bucket="botstack-locked")
+        hidden = host.run(run + " restore --name botstack --target botstack_locked")
+        assert hidden.rc != 0 and "no postgresql backup" in hidden.stderr
+        back = host.run(run + " restore --name botstack --target botstack_locked --include-deleted")
+        assert back.rc == 0, back.stderr[-2000:]
+        for table, rows in seeded.items():
+            assert int(psql(host, f"SELECT count(*) FROM {table}", "botstack_locked")) == rows, table
+    finally:
+        host.run("rm -f %s", locked)
+        psql(host, "DROP DATABASE IF EXISTS botstack_locked", "postgres")
 
 
 def test_lifecycle_rules_expire_the_dumps_and_never_the_pgbackrest_repository(host, s3):
@@ -352,7 +385,8 @@ def test_retention_keeps_exactly_the_right_backups(host, s3, ages, kept):
 def test_a_drill_that_would_fill_the_disk_is_refused_before_it_writes(host):
     """The drill needs about twice the database's size: short of room (here: 99.9 % must stay free), it is refused
     with the fix named, and its result says failed so RestoreDrillFailed fires."""
-    crowded = config_copy(host, "/var/lib/botstack-backup/postgresql/crowded.json", drill_min_free_percent=99.9)
+    crowded = config_copy(host, "/var/lib/botstack-backup/postgresql/crowded.json", drill_min_free_percent=99.9,
+                          metrics_dir=METRICS)
     try:
         # As the drill unit runs it (postgres, the metrics group), so its result reaches the textfile directory.
         result = host.run("systemd-run --wait --pipe --collect -p User=postgres -p Group=postgres "
