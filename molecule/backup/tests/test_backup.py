@@ -178,7 +178,7 @@ def config_copy(host, path, **changes):
 def test_a_dump_that_dies_after_its_last_byte_leaves_no_object(host, s3):
     """pg_dump writes part of a dump and exits 1: the upload saw EOF, but its exit status decides."""
     before = keys(s3, SERIES)
-    host.check_output("install -d -m 0755 /tmp/dying && printf '%s' > /tmp/dying/pg_dump && chmod 0755 /tmp/dying/pg_dump",
+    host.check_output("install -d -m 0755 /tmp/dying && printf %%s %s > /tmp/dying/pg_dump && chmod 0755 /tmp/dying/pg_dump",
                       "#!/bin/sh\nhead -c 7000000 /dev/urandom\necho 'pg_dump: error: connection lost' >&2\nexit 1\n")
     dying = config_copy(host, "/var/lib/botstack-backup/postgresql/dying.json")
     try:
@@ -240,22 +240,23 @@ def expiring(rules, key):
 def test_with_object_lock_the_hosts_own_keys_cannot_delete_a_backup_for_good(host, s3, seeded):
     """The database host's keys can delete every dump. With Object Lock (a bucket of its own here) a delete only
     adds a marker: after someone deletes everything with those keys, the restore still finds the backup."""
-    locked = config_copy(host, "/var/lib/botstack-backup/postgresql/locked.json", s3__bucket="botstack-locked",
+    bucket = f"botstack-locked-{int(time.time())}"  # a locked bucket cannot be emptied: one per run
+    locked = config_copy(host, "/var/lib/botstack-backup/postgresql/locked.json", s3__bucket=bucket,
                          object_lock__days=1)
     run = f"runuser -u postgres -- {PROGRAM} --config {locked}"
     try:
         assert json.loads(host.check_output(run + " ensure-bucket")) == {"changed": True}
         host.check_output(run + " backup --name botstack")
-        stored = [o["Key"] for o in s3.list_objects_v2(Bucket="botstack-locked")["Contents"]]
+        stored = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
         dump = next(k for k in stored if k.endswith(".dump.zst.age"))
-        assert s3.head_object(Bucket="botstack-locked", Key=dump)["ObjectLockMode"] == "COMPLIANCE"
+        assert s3.head_object(Bucket=bucket, Key=dump)["ObjectLockMode"] == "COMPLIANCE"
         # The compromise: every key deleted with the host's credentials, then every version it can see.
-        s3.delete_objects(Bucket="botstack-locked", Delete={"Objects": [{"Key": k} for k in stored]})
-        versions = s3.list_object_versions(Bucket="botstack-locked")["Versions"]
-        refused = s3.delete_objects(Bucket="botstack-locked", Delete={"Objects": [
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in stored]})
+        versions = s3.list_object_versions(Bucket=bucket)["Versions"]
+        refused = s3.delete_objects(Bucket=bucket, Delete={"Objects": [
             {"Key": v["Key"], "VersionId": v["VersionId"]} for v in versions]})
         assert not refused.get("Deleted") and len(refused["Errors"]) == len(versions), refused
-        assert "Contents" not in s3.list_objects_v2(Bucket="botstack-locked")
+        assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
         hidden = host.run(run + " restore --name botstack --target botstack_locked")
         assert hidden.rc != 0 and "no postgresql backup" in hidden.stderr
         back = host.run(run + " restore --name botstack --target botstack_locked --include-deleted")

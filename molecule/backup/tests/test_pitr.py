@@ -134,7 +134,7 @@ def test_a_pitr_drill_that_would_fill_the_disk_is_refused_before_it_restores(hos
     assert result.rc != 0 and "drill: refused (nothing was restored)" in output and "backup_pitr_drill_dir" in output, output
     metrics = host.file(f"/var/lib/prometheus/node-exporter/botstack_pitr_drill_{STANZA}.prom").content_string
     assert f'botstack_backup_drill_last_result{{kind="pitr",name="{STANZA}"}} 0' in metrics
-    assert not host.file("/var/lib/postgresql/botstack-pitr-drill").exists
+    assert not host.file("/var/lib/postgresql/botstack-pitr-drill/cluster").exists
 
 
 def test_the_scheduled_drill_brings_back_a_row_written_just_before(host):
@@ -143,7 +143,7 @@ def test_the_scheduled_drill_brings_back_a_row_written_just_before(host):
     metrics = host.file(f"/var/lib/prometheus/node-exporter/botstack_pitr_drill_{STANZA}.prom")
     assert metrics.mode == 0o644
     assert f'botstack_backup_drill_last_result{{kind="pitr",name="{STANZA}"}} 1' in metrics.content_string
-    assert not host.file("/var/lib/postgresql/botstack-pitr-drill").exists
+    assert not host.file("/var/lib/postgresql/botstack-pitr-drill/cluster").exists
     journal = host.check_output("journalctl -u botstack-pitr-drill.service -n 20 --no-pager")
     assert "drill: restored stanza main to the end of the archive" in journal, journal
 

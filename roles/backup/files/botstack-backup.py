@@ -16,6 +16,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -658,11 +659,13 @@ def backup_globals(config, store):
             system_identifier = cluster_identity(cursor)
             roles = cursor.execute("SELECT count(*) FROM pg_roles WHERE rolname !~ '^pg_'").fetchone()[0]
             server_version = cursor.execute("SHOW server_version").fetchone()[0]
+            superuser = cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
         connection.commit()
     finally:
         connection.close()
-    pipeline = Pipeline([["pg_dumpall", "--globals-only", "--database=postgres"]] + compress_commands(config),
-                        env=pg_env(config))
+    # pg_authid (the passwords) is a superuser's to read: a managed database's admin role gets the rest.
+    dumpall = ["pg_dumpall", "--globals-only", "--database=postgres"] + ([] if superuser else ["--no-role-passwords"])
+    pipeline = Pipeline([dumpall] + compress_commands(config), env=pg_env(config))
     try:
         size, sha256 = store.upload_stream(object_key, pipeline.stdout, before_complete=pipeline.wait)
     except BaseException:
@@ -672,7 +675,7 @@ def backup_globals(config, store):
         "format": MANIFEST_FORMAT, "kind": "postgresql-globals", "id": backup_id, "database": GLOBALS,
         "system_identifier": system_identifier, "host": socket.getfqdn(), "postgresql_version": server_version,
         "object_key": object_key, "sha256": sha256, "size": size, "encrypted": encrypted, "compression": "zstd",
-        "started_at": iso(started), "finished_at": iso(now()), "roles": roles,
+        "started_at": iso(started), "finished_at": iso(now()), "roles": roles, "role_passwords": bool(superuser),
     }
     store.put_json(object_key.rsplit(".sql", 1)[0] + ".json", manifest)
     log("backup_done", kind="postgresql", database=GLOBALS, id=backup_id, size=size, roles=roles)
@@ -687,18 +690,36 @@ def restore_globals(config, store, backup_id=None, from_host=None):
     try:
         script = work / "globals.sql"
         download_verified(config, store, manifest, script)
+        # A role that exists keeps its password: the inventory (or a rotation since the backup) set it, and an old
+        # one put back would lock its app out. Only roles the cluster lacks get theirs from the backup.
+        connection = pg_connect(config, "postgres")
+        try:
+            existing = {row[0] for row in connection.execute("SELECT rolname FROM pg_roles").fetchall()}
+        finally:
+            connection.close()
+        kept = 0
+        lines = []
+        for line in script.read_text().splitlines():
+            match = re.match(r'^ALTER ROLE ("(?:[^"]|"")+"|[^ ]+) ', line)
+            if match and " PASSWORD '" in line:
+                role = match.group(1).strip('"').replace('""', '"')
+                if role in existing:
+                    line, count = re.subn(r" PASSWORD '(?:[^']|'')*'", "", line)
+                    kept += count
+            lines.append(line)
+        script.write_text("\n".join(lines) + "\n")
         result = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=0", "-d", "postgres", "-f", str(script)],
                                 env=pg_env(config), capture_output=True, text=True, check=False)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     errors = [line for line in result.stderr.splitlines() if "ERROR:" in line]
-    existing = [line for line in errors if "already exists" in line]
-    others = [line for line in errors if line not in existing]
+    already = [line for line in errors if "already exists" in line]
+    others = [line for line in errors if line not in already]
     if result.returncode != 0 or others:
         raise BackupError("restoring the roles of %s failed: %s" % (manifest["id"], " | ".join(others[-5:]) or result.stderr[-1500:]))
     log("restore_done", kind="postgresql", source=GLOBALS, id=manifest["id"], roles=manifest.get("roles"),
-        already_existed=len(existing))
-    return {"id": manifest["id"], "target": "roles", "already_existed": len(existing)}
+        already_existed=len(already), passwords_kept=kept)
+    return {"id": manifest["id"], "target": "roles", "already_existed": len(already), "passwords_kept": kept}
 
 
 def local_copy(config, kind, name, object_key, store):
@@ -728,7 +749,7 @@ def size_of(manifest):
         return manifest["rows"]
     if "row_counts" in manifest:
         return sum(manifest["row_counts"].values())
-    return manifest.get("keys")
+    return None  # Redis: keys come and go with queues and TTLs, no basis for a refusal
 
 
 def shrink_reference(manifests, chosen, shrink_limit=0.5):
@@ -933,8 +954,9 @@ def check_drill_space(config, root, database):
         connection.close()
     stats = os.statvfs(str(root))
     free, total = stats.f_bavail * stats.f_frsize, stats.f_blocks * stats.f_frsize
-    # The dump (no indexes, no bloat) is at most the database's size; the restored copy about the same.
-    needed = 2 * size + 64 * 1024 * 1024
+    # The restored copy is about the database's size; the dump has no indexes but text in COPY form can outgrow
+    # its compressed storage: half as much again as a margin.
+    needed = int(2.5 * size) + 64 * 1024 * 1024
     keep = total * float(config.get("drill_min_free_percent", 10)) / 100
     if free - needed < keep:
         raise BackupError(
@@ -996,12 +1018,59 @@ class ScratchCluster:
                                application_name="botstack-backup-drill", autocommit=True)
 
 
+def remove_stale_drills(root):
+    """A drill killed hard (SIGKILL, a reboot) leaves its scratch cluster and plaintext dump: the next one removes them."""
+    for stale in root.glob("drill-*"):
+        pid_file = stale / "cluster" / "postmaster.pid"
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), 0)
+            continue  # its postmaster still runs: a drill in progress
+        except (OSError, ValueError, IndexError):
+            pass
+        shutil.rmtree(stale, ignore_errors=True)
+        log("drill_stale_removed", path=str(stale))
+
+
+def drill_in_live_cluster(config, store, database, backup_id, metrics):
+    """The drill where this host has no PostgreSQL server binaries: a scratch database in the live cluster."""
+    from psycopg import sql
+
+    scratch = database + "__drill"
+    try:
+        restored = restore_postgresql(config, store, database, scratch, backup_id, overwrite=True, keep_replaced=False)
+        connection = pg_connect(config, scratch)
+        try:
+            with connection.cursor() as cursor:
+                counts = row_counts(cursor)
+        finally:
+            connection.close()
+        expected = restored["manifest"]["row_counts"]
+        if counts != expected:
+            raise BackupError("restore drill of %s: row counts differ from the manifest" % restored["id"])
+    except BaseException:
+        metrics.record(drill_last_timestamp_seconds=int(time.time()), drill_last_result=0)
+        raise
+    finally:
+        admin = pg_connect(config, "postgres")
+        admin.autocommit = True
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
+        admin.close()
+    metrics.record(drill_last_timestamp_seconds=int(time.time()), drill_last_result=1)
+    log("drill_passed", database=database, id=restored["id"], tables=len(counts), rows=sum(counts.values()),
+        where="live cluster")
+    return {"id": restored["id"], "tables": len(counts), "rows": sum(counts.values())}
+
+
 def drill_postgresql(config, store, database, backup_id=None):
     """Restore the newest backup into a scratch cluster and compare every table's row count with its manifest."""
     metrics = Metrics(config, "postgresql", database)
     root = pathlib.Path(config.get("drill_dir") or config["work_dir"])
     work = None
     started = time.monotonic()
+    remove_stale_drills(root)
+    if not list(pathlib.Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        # A database host elsewhere (client packages only here): the drill restores into that cluster instead.
+        return drill_in_live_cluster(config, store, database, backup_id, metrics)
     try:
         manifest = find_backup(store, "postgresql", database, backup_id)
         check_drill_space(config, root, database)
@@ -1010,7 +1079,14 @@ def drill_postgresql(config, store, database, backup_id=None):
         download_verified(config, store, manifest, dump_file)
         with ScratchCluster(work, manifest) as cluster:
             admin = cluster.connect("postgres")
-            admin.execute("CREATE DATABASE drill TEMPLATE template0")
+            create = "CREATE DATABASE drill TEMPLATE template0"
+            if manifest.get("encoding"):
+                from psycopg import sql
+
+                create = sql.SQL(create + " ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+                    sql.Literal(manifest["encoding"]), sql.Literal(manifest["lc_collate"]),
+                    sql.Literal(manifest["lc_ctype"]))
+            admin.execute(create)
             admin.close()
             # Roles are the live cluster's: the scratch cluster restores the data without owners and grants.
             cluster._run(cluster.bin / "pg_restore", "--exit-on-error", "--no-owner", "--no-acl",
@@ -1179,13 +1255,25 @@ def prune(config, store, kind, name, dry_run=False, orphan_grace_hours=24):
     days, keep_min = int(retention["days"]), int(retention["keep_min"])
     manifests = store.manifests(kind, name)
     cutoff = now() - datetime.timedelta(days=days)
+    # keep_min protects the newest lineage, and the one before it while the newest never held half its rows (a
+    # rebuilt, still empty cluster); older lineages (an earlier cluster, dumps from before identities were
+    # recorded) age out like any backup.
+    order = []
+    for manifest in manifests:
+        if lineage(manifest) not in order:
+            order.append(lineage(manifest))
+    protected = set(order[:1])
+    if len(order) > 1 and manifests and shrink_reference(
+            manifests, next(m for m in manifests if lineage(m) == order[0])) is not None:
+        protected.add(order[1])
     doomed, kept_per_lineage = [], {}
     for manifest in manifests:  # newest first
         seen = kept_per_lineage.get(lineage(manifest), 0)
-        if seen >= keep_min and parse_iso(manifest["finished_at"]) < cutoff:
-            doomed.append(manifest)
-        else:
+        young = parse_iso(manifest["finished_at"]) >= cutoff
+        if young or (lineage(manifest) in protected and seen < keep_min):
             kept_per_lineage[lineage(manifest)] = seen + 1
+        else:
+            doomed.append(manifest)
     keys = []
     for manifest in doomed:
         keys += [manifest["object_key"], manifest["manifest_key"]]
@@ -1229,25 +1317,35 @@ def lifecycle_rules(config, store):
             rule["NoncurrentVersionExpiration"] = {"NoncurrentDays": 1}
         if len(rule) > 3:
             rules.append(rule)
+    repository = (config.get("pitr_repo_prefix") or "").strip("/")
+    if store.lock_days and repository:
+        # pgBackRest expires and rewrites its files: under Object Lock each leaves a noncurrent version behind.
+        # Only those go (one day after they stopped being current); the current repository is never touched.
+        rules.append({"ID": rule_id(store, "pgbackrest"), "Status": "Enabled", "Filter": {"Prefix": repository + "/"},
+                      "NoncurrentVersionExpiration": {"NoncurrentDays": 1}})
     return rules
 
 
 def apply_lifecycle(config, store):
     """Put this program's lifecycle rules; rules of other tools on the bucket are kept as they are."""
+    wanted = lifecycle_rules(config, store)
     try:
         rules = store.client.get_bucket_lifecycle_configuration(Bucket=store.bucket).get("Rules", [])
     except botocore.exceptions.ClientError as error:
-        if error.response.get("Error", {}).get("Code") != "NoSuchLifecycleConfiguration":
+        code = error.response.get("Error", {}).get("Code")
+        if code in ("NotImplemented", "MethodNotAllowed") and not wanted:
+            return False  # an S3 server without lifecycle support, and nothing asked of it
+        if code != "NoSuchLifecycleConfiguration":
             raise
         rules = []
-    wanted = lifecycle_rules(config, store)
     ours = {rule["ID"] for rule in wanted}
     current = {r["ID"]: r for r in rules if r.get("ID") in ours}
-    # A kind of ours whose rule is no longer wanted goes; so does the rule earlier releases put on the whole
-    # prefix ("botstack-backup-expire"), which expired the pgBackRest repository along with the dumps.
+    # The rule earlier releases put on the whole prefix ("botstack-backup-expire") expired the pgBackRest
+    # repository along with the dumps: it goes. Rules of ours not wanted now (every kind is always listed, so
+    # only a change of mode or of Object Lock drops one) go too.
     filter_prefix = store.key("") + "/" if store.prefix else ""
     stale = {r["ID"] for r in rules if r.get("ID") not in ours and (
-        any(r.get("ID") == rule_id(store, kind) for kind in KINDS)
+        r.get("ID") in {rule_id(store, kind) for kind in KINDS + ("pgbackrest",)}
         or (r.get("ID") == "botstack-backup-expire" and (r.get("Filter") or {}).get("Prefix", "") == filter_prefix))}
     fields = ("ID", "Status", "Filter", "Expiration", "AbortIncompleteMultipartUpload", "NoncurrentVersionExpiration")
     changed = bool(stale) or len(current) != len(wanted) or any(
@@ -1282,7 +1380,7 @@ def run_backup(config, store, kind, names):
     failures = []
     try:
         store.check()
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, BackupError) as error:
         for name in names:
             Metrics(config, kind, name).record(last_attempt_timestamp_seconds=int(time.time()), last_result=0)
         raise BackupError("the bucket cannot be reached, nothing was dumped: %s" % error) from error
@@ -1306,11 +1404,19 @@ def run_backup(config, store, kind, names):
             last_result=1, last_size_bytes=manifest["size"],
             last_duration_seconds=round(time.monotonic() - started, 1),
         )
-        # Retention runs only after this name's backup succeeded.
+        # Retention runs only after this name's backup succeeded; its failure is reported, not fatal to the others.
         if config.get("retention", {}).get("mode", "prune") == "prune":
-            prune(config, store, kind, name)
+            try:
+                prune(config, store, kind, name)
+            except Exception as error:  # noqa: BLE001 - counted in the exit status below
+                log("prune_failed", kind=kind, name=name, error=str(error))
+                failures.append("%s (retention)" % name)
     if failures:
         raise BackupError("%s backup failed for: %s" % (kind, ", ".join(failures)))
+
+
+def _terminated(number, frame):
+    raise SystemExit(128 + number)
 
 
 def main(argv=None):
@@ -1351,6 +1457,10 @@ def main(argv=None):
     metric.add_argument("--keep", action="append", help="a metric that keeps its current value when not given")
     metric.add_argument("values", nargs="+", help="metric=value")
     args = parser.parse_args(argv)
+    # systemd's stop and timeout (SIGTERM) and a dropped session (SIGHUP) unwind like an error: every finally
+    # and revert runs (a drill's scratch cluster removed, a live database reopened).
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, _terminated)
     if args.command == "metric":
         os.umask(0o022)
         try:

@@ -471,3 +471,43 @@ def test_object_lock_on_a_bucket_without_it_is_refused(store):
     store.lock_days = 1
     with pytest.raises(backup.BackupError, match="has no Object Lock"):
         store.check()
+
+
+def test_an_earlier_clusters_backups_age_out_once_the_new_one_has_grown(store):
+    """keep_min protects the newest lineage (and the one it replaces while it is still empty), not every lineage
+    forever: an upgraded or rebuilt-and-restored cluster's predecessors go with age like any backup."""
+    old = [dump(store, "db", age, 5000, "old") for age in (40, 39, 38)]
+    grown = [dump(store, "db", age, 5100, "new") for age in (35, 2, 1)]
+    deleted = backup.prune({"retention": {"days": 30, "keep_min": 2}}, store, "postgresql", "db")
+    assert sorted(deleted) == sorted(old + grown[:1])  # the new lineage's two young ones are its keep_min
+    assert {m["id"] for m in store.manifests("postgresql", "db")} == set(grown[1:])
+
+
+def test_restoring_roles_keeps_the_password_of_a_role_that_exists(tmp_path, monkeypatch):
+    script = ("CREATE ROLE bot;\nALTER ROLE bot WITH LOGIN PASSWORD 'SCRAM-SHA-256$old';\n"
+              "CREATE ROLE reporting;\nALTER ROLE reporting WITH NOLOGIN PASSWORD 'SCRAM-SHA-256$kept';\n")
+    ran = {}
+
+    class Connection:
+        def execute(self, query):
+            return self
+
+        def fetchall(self):
+            return [("bot",), ("postgres",)]
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(backup, "find_backup", lambda *args, **kwargs: {"id": "g1", "roles": 2})
+    monkeypatch.setattr(backup, "download_verified", lambda config, store, manifest, target: target.write_text(script))
+    monkeypatch.setattr(backup, "pg_connect", lambda config, database: Connection())
+
+    def psql(argv, **kwargs):
+        ran["sql"] = pathlib.Path(argv[-1]).read_text()
+        return backup.subprocess.CompletedProcess(argv, 0, "", 'ERROR:  role "bot" already exists\n')
+
+    monkeypatch.setattr(backup.subprocess, "run", psql)
+    result = backup.restore_globals({"work_dir": str(tmp_path)}, None)
+    assert result["passwords_kept"] == 1 and result["already_existed"] == 1
+    assert "ALTER ROLE bot WITH LOGIN;" in ran["sql"] and "SCRAM-SHA-256$old" not in ran["sql"]
+    assert "PASSWORD 'SCRAM-SHA-256$kept'" in ran["sql"]
