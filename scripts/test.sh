@@ -19,9 +19,8 @@ read -r -a scenarios <<< "${SCENARIOS:-${default_scenarios[*]}}"
 # `make test`: two lanes of about equal length (serial seconds in docs/testing.md), each still
 # foundational first. The static stages lead lane 1 so a lint error stops everything early.
 lane1=(lint syntax unit sanity build molecule:modules molecule:python_system molecule:base
-       molecule:deploy molecule:multihost)
-lane2=(molecule:python molecule:postgresql molecule:redis molecule:nginx molecule:backup molecule:ownapp
-       molecule:ee)
+       molecule:deploy molecule:multihost molecule:ownapp)
+lane2=(molecule:python molecule:postgresql molecule:redis molecule:nginx molecule:backup molecule:ee)
 
 stage_lint() {
   yamllint --strict . &&
@@ -189,8 +188,8 @@ while read -r name result seconds log p f k; do
   checks_passed=$((checks_passed + p)) checks_failed=$((checks_failed + f)) checks_skipped=$((checks_skipped + k))
 done < <(cat "$logs/.results" 2>/dev/null)
 wall=$((SECONDS - t_all))
-# The budget: each stage's seconds and share of the serial total, slowest first. Tests that pass but take
-# longer than the budget fail the run's summary, so that the time a new scenario costs is seen at once.
+# The budget: each stage's seconds and share of the serial total, slowest first. A run over the budget says so
+# in its summary line, loudly; with TEST_BUDGET_STRICT=1 it also fails (the tests themselves passed).
 budget=${TEST_BUDGET_SECONDS:-3600}
 echo "[test] budget: stage, seconds, share of the $(awk '{s += $3} END {print s}' "$logs/.results" 2>/dev/null) s run serially"
 sort -k3,3nr "$logs/.results" 2>/dev/null | awk '{rows[NR] = $0; total += $3} END {
@@ -203,4 +202,4 @@ if ((wall > budget)); then
   echo "[test] OVER BUDGET: the stages took ${wall} s, the budget is ${budget} s - make the slowest stages above cheaper"
 fi
 echo "test: $passed passed, $failed failed, $skipped skipped; checks: $checks_passed passed, $checks_failed failed, $checks_skipped skipped$( ((over)) && echo "; OVER BUDGET ${wall}/${budget} s")"
-((failed == 0 && passed > 0 && over == 0))
+((failed == 0 && passed > 0 && (over == 0 || ${TEST_BUDGET_STRICT:-0} == 0)))

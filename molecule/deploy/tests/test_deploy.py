@@ -261,10 +261,15 @@ ENV = {"DATABASE_URL": "postgresql+asyncpg://bot:db-Secret-4a1c9e@127.0.0.1:5432
        "REDIS_URL": "redis://bot:redis-Secret-77b2d0@127.0.0.1:6379/0", "TELEGRAM_WEBHOOK_SECRET": SECRET}
 
 
+# What systemd sets for each start of a unit (not the configuration's): left out of the comparisons.
+PER_START = ("INVOCATION_ID=", "JOURNAL_STREAM=", "SYSTEMD_EXEC_PID=", "MAINPID=", "MANAGERPID=")
+
+
 def live_environ(host) -> str:
-    """The environment of the live API process."""
+    """The environment of the live API process, without what systemd sets anew at each start."""
     pid = host.check_output(f"systemctl show -p MainPID --value botstack-api@{releases()['current_slot']}.service")
-    return host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ")
+    lines = host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ").splitlines()
+    return "\n".join(line for line in lines if not line.startswith(PER_START))
 
 
 def test_the_site_playbook_keeps_the_live_release_and_a_configuration_change_rolls_out_and_back_like_code(
