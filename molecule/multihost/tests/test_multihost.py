@@ -225,7 +225,10 @@ def assert_one_scheduler_and_no_new_task_to_an_old_worker(seen: dict, new_releas
                    if "-worker@" in unit and state == "active" and release != new_release]
             assert not old, (stamp, schedulers, old)
             checked += 1
-    assert checked > 0, "no sample saw the new release's scheduler"
+    seen_schedulers = sorted({(h, unit, release) for h, rows in seen.items() for _, u in rows
+                              for unit, (_, release) in u.items() if "-scheduler@" in unit})
+    assert checked > 0, ("no sample saw the new release's scheduler", new_release, seen_schedulers,
+                         {h: len(rows) for h, rows in seen.items()})
 
 
 def test_a_rolling_deploy_under_load_loses_no_request_and_both_hosts_run_the_new_release():
