@@ -18,9 +18,9 @@ default_scenarios=(modules python_system python redis nginx postgresql backup ba
 read -r -a scenarios <<< "${SCENARIOS:-${default_scenarios[*]}}"
 # `make test`: two lanes of about equal length (serial seconds in docs/testing.md), each still
 # foundational first. The static stages lead lane 1 so a lint error stops everything early.
-lane1=(lint syntax unit sanity build molecule:modules molecule:python_system molecule:base
-       molecule:deploy molecule:multihost molecule:ownapp)
-lane2=(molecule:python molecule:postgresql molecule:redis molecule:nginx molecule:backup molecule:ee)
+lane1=(lint syntax unit sanity build molecule:modules molecule:python_system molecule:redis molecule:postgresql
+       molecule:base molecule:deploy molecule:multihost)
+lane2=(molecule:python molecule:nginx molecule:backup molecule:ownapp molecule:ee)
 
 stage_lint() {
   yamllint --strict . &&
