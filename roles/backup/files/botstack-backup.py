@@ -521,9 +521,10 @@ def pg_connect(config, database):
 
     pg = config.get("postgresql", {})
     # The socket directory is explicit: a bundled libpq does not know Debian's /var/run/postgresql.
+    # UTF8 on the client side: a SQL_ASCII database would hand text back as bytes.
     return psycopg.connect(
         dbname=database, host=pg.get("host") or "/var/run/postgresql", port=pg.get("port") or 5432,
-        application_name="botstack-backup",
+        application_name="botstack-backup", client_encoding="UTF8",
     )
 
 
