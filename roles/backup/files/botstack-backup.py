@@ -985,7 +985,7 @@ class ScratchCluster:
         self.log = self.work / "cluster.log"
         self.port = 5432  # the socket lives in the private directory: no clash with the live cluster
 
-    def _run(self, *argv):
+    def run(self, *argv):
         result = subprocess.run([str(a) for a in argv], capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise BackupError("%s failed (%d): %s" % (pathlib.Path(str(argv[0])).name, result.returncode,
@@ -993,7 +993,7 @@ class ScratchCluster:
         return result
 
     def __enter__(self):
-        self._run(self.bin / "initdb", "-D", self.data, "--auth=trust", "--username=postgres", "--no-sync",
+        self.run(self.bin / "initdb", "-D", self.data, "--auth=trust", "--username=postgres", "--no-sync",
                   "--encoding=UTF8", "--locale=C.UTF-8")
         options = " ".join([
             "-p %d" % self.port, "-k %s" % self.work, "-c listen_addresses=''", "-c archive_mode=off",
@@ -1001,7 +1001,7 @@ class ScratchCluster:
             "-c full_page_writes=off", "-c jit=off", "-c dynamic_shared_memory_type=mmap", "-c shared_buffers=64MB",
         ])
         try:
-            self._run(self.bin / "pg_ctl", "-D", self.data, "-w", "-t", "600", "-l", self.log, "-o", options, "start")
+            self.run(self.bin / "pg_ctl", "-D", self.data, "-w", "-t", "600", "-l", self.log, "-o", options, "start")
         except BackupError as error:
             log_tail = self.log.read_text(errors="replace")[-1500:] if self.log.exists() else ""
             raise BackupError("%s; its log: %s" % (error, log_tail)) from error
@@ -1017,6 +1017,19 @@ class ScratchCluster:
 
         return psycopg.connect(dbname=database, host=str(self.work), port=self.port, user="postgres",
                                application_name="botstack-backup-drill", autocommit=True)
+
+
+def check_row_counts(manifest, counts):
+    """A drill's verdict: every table holds the rows its manifest recorded."""
+    expected = manifest["row_counts"]
+    mismatches = {
+        table: {"manifest": expected.get(table), "restored": counts.get(table)}
+        for table in sorted(set(expected) | set(counts))
+        if expected.get(table) != counts.get(table)
+    }
+    if mismatches:
+        raise BackupError("restore drill of %s: row counts differ from the manifest: %s"
+                          % (manifest["id"], json.dumps(mismatches, sort_keys=True)))
 
 
 def remove_stale_drills(root):
@@ -1045,9 +1058,7 @@ def drill_in_live_cluster(config, store, database, backup_id, metrics):
                 counts = row_counts(cursor)
         finally:
             connection.close()
-        expected = restored["manifest"]["row_counts"]
-        if counts != expected:
-            raise BackupError("restore drill of %s: row counts differ from the manifest" % restored["id"])
+        check_row_counts(restored["manifest"], counts)
     except BaseException:
         metrics.record(drill_last_timestamp_seconds=int(time.time()), drill_last_result=0)
         raise
@@ -1090,7 +1101,7 @@ def drill_postgresql(config, store, database, backup_id=None):
             admin.execute(create)
             admin.close()
             # Roles are the live cluster's: the scratch cluster restores the data without owners and grants.
-            cluster._run(cluster.bin / "pg_restore", "--exit-on-error", "--no-owner", "--no-acl",
+            cluster.run(cluster.bin / "pg_restore", "--exit-on-error", "--no-owner", "--no-acl",
                          "--jobs=%d" % int(config.get("restore_jobs", 2)), "--host=%s" % work,
                          "--port=%d" % cluster.port, "--username=postgres", "--dbname=drill", dump_file)
             dump_file.unlink()
@@ -1100,15 +1111,7 @@ def drill_postgresql(config, store, database, backup_id=None):
                     counts = row_counts(cursor)
             finally:
                 connection.close()
-        expected = manifest["row_counts"]
-        mismatches = {
-            table: {"manifest": expected.get(table), "restored": counts.get(table)}
-            for table in sorted(set(expected) | set(counts))
-            if expected.get(table) != counts.get(table)
-        }
-        if mismatches:
-            raise BackupError("restore drill of %s: row counts differ from the manifest: %s"
-                              % (manifest["id"], json.dumps(mismatches, sort_keys=True)))
+        check_row_counts(manifest, counts)
     except BaseException:
         metrics.record(drill_last_timestamp_seconds=int(time.time()), drill_last_result=0)
         raise
@@ -1264,8 +1267,7 @@ def prune(config, store, kind, name, dry_run=False, orphan_grace_hours=24):
         if lineage(manifest) not in order:
             order.append(lineage(manifest))
     protected = set(order[:1])
-    if len(order) > 1 and manifests and shrink_reference(
-            manifests, next(m for m in manifests if lineage(m) == order[0])) is not None:
+    if len(order) > 1 and shrink_reference(manifests, manifests[0]) is not None:
         protected.add(order[1])
     doomed, kept_per_lineage = [], {}
     for manifest in manifests:  # newest first
