@@ -256,8 +256,23 @@ def relocate_scripts(venv, old, new):
                 continue
             data = head + handle.read()
         if old_b in data:
+            data = direct_shebang(data.replace(old_b, new_b))
             with open(path, "wb") as handle:
-                handle.write(data.replace(old_b, new_b))
+                handle.write(data)
+
+
+# pip (distlib) writes this /bin/sh trampoline when the interpreter's path is longer than the
+# kernel's shebang limit: the long temporary build path can need it where the final path does not.
+TRAMPOLINE = re.compile(br"\A#!/bin/sh\n'''exec' (?P<exe>/\S+) \"\$0\" \"\$@\"\n' '''\n")
+SHEBANG_MAX = 127
+
+
+def direct_shebang(data):
+    """Turn pip's /bin/sh trampoline back into a plain shebang when the interpreter path fits."""
+    match = TRAMPOLINE.match(data)
+    if match is None or len(b"#!" + match.group("exe")) > SHEBANG_MAX:
+        return data
+    return b"#!" + match.group("exe") + b"\n" + data[match.end():]
 
 
 class VenvStore(object):
