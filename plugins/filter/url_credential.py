@@ -35,10 +35,9 @@ _value:
 """
 
 import re
+from urllib.parse import quote
 
 from ansible.errors import AnsibleFilterError
-from ansible.module_utils.six import string_types
-from ansible.module_utils.six.moves.urllib.parse import quote
 
 # Schemes of the services an app reaches with credentials in its URL.
 CREDENTIAL_SCHEMES = re.compile(r"^(postgres(ql)?|redis|rediss|valkey|amqps?|mysql|mariadb|mongodb|nats)([+][a-z0-9_]+)*://",
@@ -46,7 +45,7 @@ CREDENTIAL_SCHEMES = re.compile(r"^(postgres(ql)?|redis|rediss|valkey|amqps?|mys
 
 
 def url_credential(value):
-    if not isinstance(value, string_types):
+    if not isinstance(value, str):
         raise AnsibleFilterError("url_credential expects a string (a user name or password), got %s"
                                  % type(value).__name__)
     return quote(value, safe="")
@@ -58,7 +57,7 @@ def url_credential_problem(value):
     Only the first '@' after the scheme can end the user part; a '/', '?' or '#' before it (an unencoded
     password) cuts the URL's authority short, and a '%' not followed by two hex digits is not an escape.
     """
-    if not isinstance(value, string_types):
+    if not isinstance(value, str):
         return None
     match = CREDENTIAL_SCHEMES.match(value)
     if match is None:
@@ -88,7 +87,7 @@ def app_env_problems(env):
     for key in sorted(env, key=str):
         value = env[key]
         name = "app_env.%s" % key
-        if not isinstance(key, string_types) or not ENV_KEY.match(key):
+        if not isinstance(key, str) or not ENV_KEY.match(key):
             problems.append("%r is not an environment variable name (letters, digits and '_', not starting with "
                             "a digit)" % (key,))
             continue
