@@ -3,7 +3,7 @@
 # three lanes side by side (a scenario spends much of its time waiting on its hosts, so three share
 # the machine's cores well); a failure in any lane skips what is left in all. With arguments
 # they run one after another in the order given. Full logs: .cache/test-logs/.
-# Usage: scripts/test.sh [lint|syntax|unit|sanity|build|molecule|molecule:<scenario> ...]
+# Usage: scripts/test.sh [lint|syntax|unit|sanity|build|controller|molecule|molecule:<scenario> ...]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -19,7 +19,7 @@ read -r -a scenarios <<< "${SCENARIOS:-${default_scenarios[*]}}"
 # `make test`: three lanes of about equal length (seconds in docs/testing.md), each still foundational
 # first. The scenarios spend much of their time waiting (on their hosts, archive timeouts, alerts), so a
 # third lane shortens the run on two cores. The static stages lead lane 1 so a lint error stops everything early.
-lane1=(lint syntax unit sanity build molecule:modules molecule:python_system molecule:base molecule:multihost
+lane1=(lint syntax unit sanity build controller molecule:modules molecule:python_system molecule:base molecule:multihost
        molecule:ee)
 lane2=(molecule:python molecule:redis molecule:postgresql molecule:backup)
 lane3=(molecule:nginx molecule:deploy molecule:ownapp)
@@ -105,6 +105,39 @@ PY
   return "$rc"
 }
 
+stage_controller() {
+  # A deploy-only controller as docs/controller.md sets one up: a new venv from requirements/controller.txt
+  # (no dev tools), the collection from its tarball into the default path of a new home, then the
+  # collection's own playbooks from there: a new vault for an inventory, the syntax of the release flow,
+  # every role's validation.
+  local out rc=0 python
+  out=$(mktemp -d)
+  python=$(python -c 'import sys; print(sys._base_executable)')
+  ansible-galaxy collection build --force --output-path "$out" . >/dev/null || { rm -rf "$out"; return 1; }
+  mkdir -p "$out/home" && cp -r inventories/production "$out/inventory" && rm -f "$out/inventory/group_vars/all/vault.yml"
+  (umask 077 && openssl rand -base64 32 > "$out/vault-pass")
+  (
+    set -e
+    "$python" -m venv "$out/venv"
+    # The "ansible" wheel is large and already on this machine (scripts/setup.sh): no second download.
+    "$out/venv/bin/pip" install --quiet --find-links .cache/wheels -r requirements/controller.txt 2>&1 |
+      grep -v 'is ignored: it is neither' || true
+    cd "$out"
+    env -i HOME="$out/home" PATH="$out/venv/bin:/usr/bin:/bin" LANG=C.UTF-8 bash -euc '
+      ansible-galaxy collection install --offline botstack-deploy-*.tar.gz
+      ansible-galaxy collection list botstack.deploy
+      ansible-playbook -i localhost, botstack.deploy.new_vault -e new_vault_inventory=inventory \
+        -e new_vault_password_file=vault-pass
+      ansible-vault view --vault-password-file vault-pass inventory/group_vars/all/vault.yml | grep -q "^vault_db_bot_password: "
+      ansible-playbook -i inventory botstack.deploy.site --syntax-check --vault-password-file vault-pass
+      ansible-playbook -i inventory botstack.deploy.deploy --syntax-check --vault-password-file vault-pass
+      ansible-playbook -i localhost, --check "$0" -e ansible_python_interpreter="$(command -v python)"
+    ' "$OLDPWD/tests/build/validate-roles.yml"
+  ) || rc=1
+  rm -rf "$out"
+  return "$rc"
+}
+
 stage_molecule() {
   # A lane other than the first gets its own apt archive: apt locks the archive while it
   # downloads, and the archive is shared by every container of a lane.
@@ -158,7 +191,7 @@ run_list() {
     case "$stage" in
       molecule) for s in "${scenarios[@]}"; do run_stage "molecule:$s" stage_molecule "$s"; done ;;
       molecule:*) run_stage "$stage" stage_molecule "${stage#molecule:}" ;;
-      lint|syntax|unit|sanity|build) run_stage "$stage" "stage_$stage" ;;
+      lint|syntax|unit|sanity|build|controller) run_stage "$stage" "stage_$stage" ;;
       *) echo "unknown stage: $stage" >&2; return 2 ;;
     esac
   done
