@@ -81,6 +81,18 @@ def test_rate_limit_returns_429_past_the_burst(host, pebble_root):
     assert premium == "200"
 
 
+def test_the_webhook_limits_each_sender_but_the_trusted_networks(host, pebble_root):
+    """Converged with a webhook rate of 5 r/s (burst 10) and loopback as the trusted senders (Telegram's networks
+    by default): 80 updates at once from 127.0.0.1 all reach the app; from the host's own address, not trusted,
+    the same burst ends in 429."""
+    burst = ("for i in $(seq 1 80); do curl -sS --cacert /tmp/pebble-roots.pem --resolve app.test:443:{address} "
+             "-o /dev/null -w '%{{http_code}}\\n' https://app.test/webhook/telegram & done; wait")
+    trusted = host.check_output(burst.format(address="127.0.0.1")).split()
+    assert len(trusted) == 80 and "429" not in trusted, trusted
+    untrusted = host.check_output(burst.format(address=container_address(host.backend.host))).split()
+    assert len(untrusted) == 80 and untrusted.count("429") >= 40, untrusted
+
+
 def test_access_log_is_json(host):
     line = host.check_output("tail -n 1 /var/log/nginx/botstack.access.log")
     assert line.startswith('{"time":') and '"status":' in line
@@ -184,6 +196,8 @@ def test_an_entry_left_unloaded_by_a_killed_run_is_loaded_by_the_retry(host, eph
     ({"nginx_server_name": "app.test", "nginx_acme_email": "a@b.test", "nginx_rate_limit": "lots"}, "must look like"),
     ({"nginx_server_name": "app.test", "nginx_acme_email": "a@b.test",
       "nginx_content_security_policy": "default-src 'self'\nX-Evil: 1"}, "must be one line"),
+    ({"nginx_server_name": "app.test", "nginx_acme_email": "a@b.test", "nginx_webhook_trusted_sources": ["149.154.160.1"]},
+     "nginx_webhook_trusted_sources must list networks"),
 ])
 def test_bad_input_is_rejected_before_anything_changes(role_vars, fragment, ephemeral_dir):
     assert_role_rejects("nginx", role_vars, fragment, ephemeral_dir)
