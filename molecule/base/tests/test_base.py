@@ -35,14 +35,17 @@ def sshd(host):
     return settings
 
 
-def test_effective_sshd_settings_refuse_passwords_and_root(sshd):
+def test_effective_sshd_settings_refuse_passwords_and_root(host, sshd):
     assert sshd["passwordauthentication"] == "no"
     assert sshd["kbdinteractiveauthentication"] == "no"
     assert sshd["permitrootlogin"] == "no"
     assert sshd["authenticationmethods"] == "publickey"
     assert sshd["allowgroups"] == "sshusers"
     assert sshd["x11forwarding"] == "no"
-    assert sshd["allowtcpforwarding"] == "no"
+    # The admin (in sudo) may tunnel to loopback services only; anyone else may not forward at all.
+    assert sshd["allowtcpforwarding"] == "local" and sshd["permitopen"] == "localhost:* 127.0.0.1:* [::1]:*"
+    others = host.check_output("sshd -T -C user=nobody,host=x,addr=127.0.0.1")
+    assert "allowtcpforwarding no" in others.splitlines() and "permitopen any" in others.splitlines(), others
     assert sshd["maxauthtries"] == "3"
     assert "ecdsa" not in sshd["hostkeyalgorithms"]
     assert all("etm" in mac for mac in sshd["macs"].split(","))
@@ -75,6 +78,27 @@ def test_admin_key_login_and_sudo_work(host, ephemeral_dir):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0"
+
+
+def test_the_admin_tunnels_to_loopback_services_and_nowhere_else(host, ephemeral_dir):
+    """The documented tunnel to Prometheus or Alertmanager (ssh -L): a direct-tcpip channel to the host's own
+    loopback opens (here to its sshd, which answers with its banner); one to another address, and a remote
+    forward opening a port on the host, are refused."""
+    address = container_address(host.backend.host)
+    key = ephemeral_dir / "admin_ed25519"
+    local = _ssh_forward(address, key, "-W", "127.0.0.1:22")
+    assert local.stdout.startswith("SSH-2.0-OpenSSH"), local.stderr
+    elsewhere = _ssh_forward(address, key, "-W", f"{address}:22")
+    assert not elsewhere.stdout.startswith("SSH-2.0"), elsewhere.stdout
+    assert "administratively prohibited" in elsewhere.stderr, elsewhere.stderr
+    remote = _ssh(address, ADMIN, "-o", "ExitOnForwardFailure=yes", "-R", "127.0.0.1:18022:127.0.0.1:22", key=key)
+    assert remote.returncode != 0 and "remote port forwarding failed" in remote.stderr, remote.stderr
+
+
+def _ssh_forward(address: str, key, *args: str) -> subprocess.CompletedProcess:
+    cmd = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+           "-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes", "-i", str(key), *args, f"{ADMIN}@{address}"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
 
 
 def test_ssh_audit_passes_hardened_debian_policy(host, ephemeral_dir, reports_dir):
