@@ -209,6 +209,29 @@ def test_the_webhook_checks_its_secret_and_the_worker_answers(host, base_url):
     assert answer["reply"] == "echo: hello"
 
 
+def test_the_logs_playbook_shows_each_process_of_the_live_slot_with_its_secrets_masked(host):
+    """playbooks/logs.yml: the live slot's journal per process (the worker's answer to the update above), a line
+    in which the app printed its database password shown masked, at -vvv too, and the command to follow them."""
+    live = releases()["current_slot"]
+    host.check_output(f"printf 'MESSAGE=settings: DATABASE_URL=postgresql+asyncpg://bot:db-Secret-4a1c9e@127.0.0.1/botstack\\n"
+                      f"OBJECT_SYSTEMD_UNIT=botstack-api@{live}.service\\nSYSLOG_IDENTIFIER=botstack-api\\n' "
+                      "| logger --journald")
+    result = deploy("-vvv", "-e", "logs_lines=400", playbook="logs.yml")
+    assert result.returncode == 0, output(result)[-3000:]
+    assert_no_secret_in(output(result), "logs.yml -vvv")
+    text = result.stdout
+    assert f"(item=botstack-api@{live}.service)" in text and f"(item=botstack-worker@{live}.service)" in text
+    assert "settings: DATABASE_URL=postgresql+asyncpg://bot:********@127.0.0.1/botstack" in text, text[-3000:]
+    assert "update processed" in text, "the worker's line for the update the test above sent"
+    assert f"journalctl --follow --output=short-iso --unit=botstack-api@{live}.service" in text
+    assert play_recap(text)[HOST]["changed"] == 0
+    one = deploy("-e", "logs_process=worker", "-e", "logs_grep=update processed", playbook="logs.yml")
+    assert one.returncode == 0 and f"(item=botstack-api@{live}.service)" not in one.stdout, output(one)[-2000:]
+    assert "update processed" in one.stdout and "worker started" not in one.stdout, one.stdout[-2000:]
+    wrong = deploy("-e", "logs_process=nope", playbook="logs.yml")
+    assert wrong.returncode != 0 and "logs_process must name one of api, worker" in output(wrong), output(wrong)[-2000:]
+
+
 def test_a_check_run_of_a_new_version_says_what_it_would_do_and_changes_nothing(host):
     """The docs say to run --check --diff first: on a version not built yet it reports the switch, fails nothing."""
     before = releases()
