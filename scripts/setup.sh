@@ -9,7 +9,8 @@ step() { printf '[setup] %-12s %s\n' "$1" "$2"; }
 t0=$SECONDS
 
 # --- host packages -------------------------------------------------------
-host_packages=(docker.io debootstrap git make)
+# sshpass: ansible's password logins (a new server's root, molecule/bootstrap).
+host_packages=(docker.io debootstrap git make sshpass)
 missing=()
 for pkg in "${host_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
