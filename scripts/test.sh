@@ -14,14 +14,14 @@ mkdir -p "$logs"
 rm -f "$logs"/.failed "$logs"/.results
 
 # Scenario order for `make molecule`: fastest and most foundational first, so failures come early.
-default_scenarios=(modules python_system python redis nginx postgresql backup base deploy ownapp multihost ee)
+default_scenarios=(modules python_system python redis nginx postgresql bootstrap backup base deploy ownapp multihost ee)
 read -r -a scenarios <<< "${SCENARIOS:-${default_scenarios[*]}}"
 # `make test`: three lanes of about equal length (seconds in docs/testing.md), each still foundational
 # first. The scenarios spend much of their time waiting (on their hosts, archive timeouts, alerts), so a
 # third lane shortens the run on two cores. The static stages lead lane 1 so a lint error stops everything early.
 lane1=(lint syntax unit sanity build controller molecule:modules molecule:python_system molecule:base molecule:multihost
        molecule:ee)
-lane2=(molecule:python molecule:redis molecule:postgresql molecule:backup)
+lane2=(molecule:python molecule:redis molecule:postgresql molecule:bootstrap molecule:backup)
 lane3=(molecule:nginx molecule:deploy molecule:ownapp)
 
 stage_lint() {
