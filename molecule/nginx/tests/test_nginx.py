@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import requests
 import urllib3
-from conftest import assert_role_rejects, container_address, molecule_path
+from conftest import assert_role_rejects, container_address, molecule_path, play_recap, run_playbook
 
 TOOLS = molecule_path("MOLECULE_PROJECT_DIRECTORY") / ".venv-tools" / "bin"
 CURL = "curl -sS --cacert /tmp/pebble-roots.pem --resolve app.test:443:127.0.0.1"
@@ -188,6 +188,33 @@ def test_an_entry_left_unloaded_by_a_killed_run_is_loaded_by_the_retry(host, eph
         switch(8001)
         host.run("systemctl stop upstream-green")
     assert host.check_output(CURL + " https://app.test/health") == "health from the app"
+
+
+def test_a_certificate_from_another_acme_server_is_issued_again_from_the_configured_one(host, pebble_root):
+    """certbot's lineage records the ACME server it came from: switching the directory (staging to production;
+    here another URL of the same Pebble) issues the certificate again at once, a repeat changes nothing, and
+    switching back issues it again."""
+    converge = molecule_path("MOLECULE_SCENARIO_DIRECTORY") / "converge.yml"
+    first, other = "https://localhost:14000/dir", "https://127.0.0.1:14000/dir"
+
+    def serial():
+        return host.check_output("openssl x509 -noout -serial -in /etc/letsencrypt/live/app.test/cert.pem")
+
+    def server():
+        return host.check_output("sed -n 's/^server = //p' /etc/letsencrypt/renewal/app.test.conf")
+
+    before = serial()
+    assert server() == first
+    try:
+        switched = run_playbook(converge, "-e", f"nginx_acme_directory={other}")
+        assert switched.returncode == 0, switched.stdout[-3000:]
+        assert server() == other and serial() != before
+        again = run_playbook(converge, "-e", f"nginx_acme_directory={other}")
+        assert again.returncode == 0 and play_recap(again.stdout)["nginx-host"]["changed"] == 0, again.stdout[-3000:]
+    finally:
+        back = run_playbook(converge)
+    assert back.returncode == 0 and server() == first, back.stdout[-3000:]
+    assert host.check_output(CURL + " https://app.test/static/health") == "health from the app"
 
 
 @pytest.mark.parametrize(("role_vars", "fragment"), [
