@@ -363,6 +363,36 @@ def test_a_restore_killed_half_way_is_finished_by_the_next_run(host):
     host.run("rm -rf %s", aside[0])
 
 
+def test_a_target_past_the_last_archived_wal_of_a_running_cluster_is_refused_before_anything_changes(host):
+    """Archiving fails (archive_command false, as with a lost S3 key): writes after the last archived WAL are not
+    in the repository, so a target after it would end the replay early and leave PostgreSQL down. The restore
+    names the last archived WAL's time and the archiving failure, and the serving cluster is not touched."""
+    psql(host, "ALTER SYSTEM SET archive_command = '/bin/false'", database="postgres")
+    psql(host, "SELECT pg_reload_conf()", database="postgres")
+    try:
+        psql(host, "INSERT INTO pitr_probe (id) VALUES (60)")
+        switch_wal(host)
+        time.sleep(2)
+        target = host.check_output("date -u '+%Y-%m-%d %H:%M:%S+00'")
+        pid = psql(host, "SELECT pg_postmaster_start_time()", database="postgres")
+        result = restore_play("-e", "backup_restore_confirm_overwrite=true", "-e", f"backup_restore_time='{target}'")
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, output[-3000:]
+        assert "Point-in-time restore refused (the cluster was not touched)" in output, output[-3000:]
+        assert "the last archived WAL (" in output and "archiving fails now" in output, output[-3000:]
+        assert play_recap(result.stdout)["backup-db"]["changed"] == 0
+        # The same cluster serves, with the row the archive never got.
+        assert psql(host, "SELECT pg_postmaster_start_time()", database="postgres") == pid
+        assert psql(host, "SELECT count(*) FROM pitr_probe WHERE id = 60") == "1"
+        assert host.run("ls -d /var/lib/postgresql/15/main.replaced-* 2>/dev/null").stdout.strip() == ""
+    finally:
+        psql(host, "ALTER SYSTEM RESET archive_command", database="postgres")
+        psql(host, "SELECT pg_reload_conf()", database="postgres")
+    segment = switch_wal(host)
+    wait_for(f"{segment} archived once archiving works again", lambda: archived(host, segment), timeout=180)
+    psql(host, "DELETE FROM pitr_probe WHERE id = 60")
+
+
 def test_a_replay_that_falls_short_of_the_target_puts_the_previous_cluster_back(host):
     """Last in this file: it stops the cluster.
     A stopped cluster cannot say how far its archive reaches: the target is bounded by "now" only. The last
