@@ -21,7 +21,9 @@ def _ssh(address: str, user: str, *args: str, key=None) -> subprocess.CompletedP
     if key:
         cmd += ["-o", "IdentitiesOnly=yes", "-i", str(key)]
     cmd += [*args, f"{user}@{address}", "true"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    # Never the test run's stdin: ssh leaves it non-blocking when a forward fails, and every ansible-playbook
+    # started after would refuse to run.
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,7 @@ def test_admin_key_login_and_sudo_work(host, ephemeral_dir):
         ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
          "-o", "IdentitiesOnly=yes", "-i", str(ephemeral_dir / "admin_ed25519"),
          f"{ADMIN}@{address}", "sudo -n id -u"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0"
