@@ -82,27 +82,6 @@ def test_admin_key_login_and_sudo_work(host, ephemeral_dir):
     assert result.stdout.strip() == "0"
 
 
-def test_the_admin_tunnels_to_loopback_services_and_nowhere_else(host, ephemeral_dir):
-    """The documented tunnel to Prometheus or Alertmanager (ssh -L): a direct-tcpip channel to the host's own
-    loopback opens (here to its sshd, which answers with its banner); one to another address, and a remote
-    forward opening a port on the host, are refused."""
-    address = container_address(host.backend.host)
-    key = ephemeral_dir / "admin_ed25519"
-    local = _ssh_forward(address, key, "-W", "127.0.0.1:22")
-    assert local.stdout.startswith("SSH-2.0-OpenSSH"), local.stderr
-    elsewhere = _ssh_forward(address, key, "-W", f"{address}:22")
-    assert not elsewhere.stdout.startswith("SSH-2.0"), elsewhere.stdout
-    assert "administratively prohibited" in elsewhere.stderr, elsewhere.stderr
-    remote = _ssh(address, ADMIN, "-o", "ExitOnForwardFailure=yes", "-R", "127.0.0.1:18022:127.0.0.1:22", key=key)
-    assert remote.returncode != 0 and "remote port forwarding failed" in remote.stderr, remote.stderr
-
-
-def _ssh_forward(address: str, key, *args: str) -> subprocess.CompletedProcess:
-    cmd = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-           "-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes", "-i", str(key), *args, f"{ADMIN}@{address}"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
-
-
 def test_ssh_audit_passes_hardened_debian_policy(host, ephemeral_dir, reports_dir):
     audit = ssh_audit_in_container(host.backend.host, 22, ephemeral_dir)
     (reports_dir / "ssh-audit.txt").write_text(audit["audit_output"] + "\n" + audit["policy_output"])
@@ -210,6 +189,28 @@ def test_lynis_hardening_index(host, reports_dir):
 
 
 KEY = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHlCt1pbZ0QOkt3oQcp0zGO8NnIzNTq5XtFxK9fVn0vG alice@laptop"]
+
+
+def test_the_admin_tunnels_to_loopback_services_and_nowhere_else(host, ephemeral_dir):
+    """The documented tunnel to Prometheus or Alertmanager (ssh -L): a direct-tcpip channel to the host's own
+    loopback opens (here to its sshd, which answers with its banner); one to another address, and a remote
+    forward opening a port on the host, are refused. Between two checks that open no SSH connection: ufw
+    limits SSH to 6 new connections per address in 30 s."""
+    address = container_address(host.backend.host)
+    key = ephemeral_dir / "admin_ed25519"
+    local = _ssh_forward(address, key, "-W", "127.0.0.1:22")
+    assert local.stdout.startswith("SSH-2.0-OpenSSH"), local.stderr
+    elsewhere = _ssh_forward(address, key, "-W", f"{address}:22")
+    assert not elsewhere.stdout.startswith("SSH-2.0"), elsewhere.stdout
+    assert "administratively prohibited" in elsewhere.stderr, elsewhere.stderr
+    remote = _ssh(address, ADMIN, "-o", "ExitOnForwardFailure=yes", "-R", "127.0.0.1:18022:127.0.0.1:22", key=key)
+    assert remote.returncode != 0 and "remote port forwarding failed" in remote.stderr, remote.stderr
+
+
+def _ssh_forward(address: str, key, *args: str) -> subprocess.CompletedProcess:
+    cmd = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+           "-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes", "-i", str(key), *args, f"{ADMIN}@{address}"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
 
 
 @pytest.mark.parametrize(("role_vars", "fragment"), [
