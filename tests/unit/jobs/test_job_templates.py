@@ -49,11 +49,11 @@ def test_a_variable_of_another_playbooks_role_is_refused(templates):
 
 def test_a_missing_playbook_or_inventory_is_refused(templates):
     broken = copy.deepcopy(templates)
-    by_name(broken, "botstack site")["playbook"] = "playbooks/site.yml"
+    by_name(broken, "botstack site")["playbook"] = "playbooks/everything.yml"
     broken["inventories"][1]["source_path"] = "inventories/stage/hosts.yml"
     assert job_templates.check_references(broken) == [
         "inventory 'botstack staging': inventories/stage/hosts.yml does not exist",
-        "template 'botstack site': playbook playbooks/site.yml does not exist"]
+        "template 'botstack site': playbook playbooks/everything.yml does not exist"]
 
 
 def test_site_accepts_the_variables_of_every_layer_it_imports():
