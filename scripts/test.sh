@@ -126,7 +126,7 @@ stage_controller() {
     env -i HOME="$out/home" PATH="$out/venv/bin:/usr/bin:/bin" LANG=C.UTF-8 bash -euc '
       ansible-galaxy collection install --offline botstack-deploy-*.tar.gz
       ansible-galaxy collection list botstack.deploy
-      ansible-playbook -i localhost, botstack.deploy.new_vault -e new_vault_inventory=inventory \
+      ansible-playbook -i localhost, botstack.deploy.secrets -e new_vault_inventory=inventory \
         -e new_vault_password_file=vault-pass
       ansible-vault view --vault-password-file vault-pass inventory/group_vars/all/vault.yml | grep -q "^vault_db_bot_password: "
       ansible-playbook -i inventory botstack.deploy.site --syntax-check --vault-password-file vault-pass

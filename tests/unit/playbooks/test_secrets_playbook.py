@@ -1,4 +1,4 @@
-"""playbooks/new_vault.yml: a new encrypted vault for an inventory - strong URL-safe values for every secret
+"""playbooks/secrets.yml: a new encrypted vault for an inventory - strong URL-safe values for every secret
 it can make, a working age key pair, the provider's secrets left to fill in, none of it in the output at
 -vvv, and an existing vault never overwritten."""
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ansible.parsing.vault import VaultLib, VaultSecret
 pyrage = pytest.importorskip("pyrage")
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
-PLAYBOOK = ROOT / "playbooks" / "new_vault.yml"
+PLAYBOOK = ROOT / "playbooks" / "secrets.yml"
 PASSWORD = "correct horse battery staple"
 
 
