@@ -29,11 +29,45 @@ def molecule_path(name: str) -> pathlib.Path:
     return pathlib.Path(value)
 
 
+TIMINGS = pathlib.Path(__file__).resolve().parents[1] / ".cache" / "test-logs" / "timings.log"
+
+
+def record_note(text: str) -> None:
+    """One line in .cache/test-logs/timings.log, stamped with the time and the scenario."""
+    try:
+        TIMINGS.parent.mkdir(parents=True, exist_ok=True)
+        with TIMINGS.open("a") as log:
+            log.write(f"{time.strftime('%H:%M:%S')} {os.environ.get('MOLECULE_SCENARIO_NAME', '-')} {text}\n")
+    except OSError:
+        pass
+
+
+def record_time(kind: str, what: str, started: float) -> None:
+    """Where a scenario's time goes: one line per test, wait and playbook run."""
+    record_note(f"{time.monotonic() - started:7.1f} s {kind} {what}")
+
+
+TIMELINE: list[tuple[str, float, float]] = []  # (test, wall-clock start, end) of this session's tests
+
+
+@pytest.fixture(autouse=True)
+def _test_timeline(request):
+    """Each test's start and end: in timings.log, and for checks that must tell which test ran when."""
+    started, wall = time.monotonic(), time.time()
+    yield
+    TIMELINE.append((request.node.name, wall, time.time()))
+    record_time("test", request.node.name, started)
+
+
 def run_playbook(playbook: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
     """Run a playbook against the scenario's inventory, as molecule would."""
     inventory = molecule_path("MOLECULE_INVENTORY_FILE")
     cmd = ["ansible-playbook", "-i", str(inventory), str(playbook), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+    started = time.monotonic()
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=False)
+    finally:
+        record_time("playbook", playbook.name, started)  # not its arguments: some carry secrets
 
 
 def test_secrets() -> list[str]:
@@ -57,13 +91,16 @@ def play_recap(output: str) -> dict[str, dict[str, int]]:
 
 def wait_for(what: str, probe, timeout: float = 120, every: float = 2):
     """probe() until it returns something truthy (returned), or fail naming what and the last answer."""
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     last = None
     while time.monotonic() < deadline:
         last = probe()
         if last:
+            record_time("wait", what, started)
             return last
         time.sleep(every)
+    record_time("wait-timeout", what, started)
     pytest.fail(f"{what}: not within {timeout:.0f} s (last seen: {last!r})")
 
 

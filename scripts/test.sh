@@ -2,7 +2,9 @@
 # Runs the test stages, one summary line each. With no arguments (`make test`) the stages run in
 # three lanes side by side (a scenario spends much of its time waiting on its hosts, so three share
 # the machine's cores well); a failure in any lane skips what is left in all. With arguments
-# they run one after another in the order given. Full logs: .cache/test-logs/.
+# they run one after another in the order given. TEST_KEEP_GOING=1 runs every stage even after a failure
+# (the whole picture in one run). Full logs: .cache/test-logs/; where each scenario's time went (every test,
+# wait and playbook run): .cache/test-logs/timings.log.
 # Usage: scripts/test.sh [lint|syntax|unit|sanity|build|controller|molecule|molecule:<scenario> ...]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +13,7 @@ export ANSIBLE_COLLECTIONS_PATH="$PWD/.collections:$PWD"
 export NO_COLOR=1 ANSIBLE_NOCOLOR=1 PY_COLORS=0
 logs=.cache/test-logs
 mkdir -p "$logs"
-rm -f "$logs"/.failed "$logs"/.results
+rm -f "$logs"/.failed "$logs"/.results "$logs"/timings.log
 
 # Scenario order for `make molecule`: fastest and most foundational first, so failures come early.
 default_scenarios=(modules python_system python redis nginx postgresql bootstrap backup base deploy ownapp multihost ee)
@@ -170,7 +172,7 @@ count_checks() {
 run_stage() {
   local name=$1; shift
   local log="$logs/${name//[^a-z0-9_-]/_}.log" t0=$SECONDS rc
-  if [[ -e "$logs/.failed" ]]; then
+  if [[ -e "$logs/.failed" && -z "${TEST_KEEP_GOING:-}" ]]; then
     printf '[test] %-22s SKIP\n' "$name"
     echo "$name SKIP 0 - 0 0 0" >> "$logs/.results"; return
   fi

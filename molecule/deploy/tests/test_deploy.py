@@ -19,7 +19,8 @@ import uuid
 import pytest
 import requests
 import urllib3
-from conftest import assert_no_secret_in, container_address, molecule_path, play_recap, run_module, run_playbook
+from conftest import (TIMELINE, assert_no_secret_in, container_address, molecule_path, play_recap, record_note,
+                      run_module, run_playbook)
 from traffic import Traffic, webhook
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the scenario's certificate is self-signed
@@ -635,6 +636,19 @@ def test_never_two_schedulers_ran_at_once(host):
     assert not twice, f"{len(twice)} samples saw two scheduler units, first {twice[:5]}"
 
 
+def minute_evidence(host, minute: str) -> dict:
+    """What happened to one minute's tick: the scheduler's claim and send, the tests that ran then, the journal."""
+    at = calendar.timegm(time.strptime(minute, "%Y-%m-%dT%H:%MZ"))
+    redis = "redis-cli --user bot --pass redis-Secret-77b2d0 --no-auth-warning get "
+    journal = host.run("journalctl -o short-iso-precise --no-pager -u 'botstack-*' --since @%d --until @%d "
+                       "| grep -Ei 'tick|schedul|stopp|start|claim|sen[dt]' | tail -n 60", at - 20, at + 80).stdout
+    return {"minute": minute,
+            "claimed": host.run(redis + f"botapp:schedule:botapp.tick:{minute}").stdout.strip(),
+            "sent": host.run(redis + f"botapp:schedule:sent:{minute}").stdout.strip(),
+            "tests": [name for name, begin, end in TIMELINE if begin <= at + 60 and end >= at],
+            "journal": journal.splitlines()}
+
+
 @pytest.mark.xfail(reason="with the 30-s gate window one minute's tick goes missing (twice in two runs, not yet "
                           "diagnosed); test_never_two_schedulers_ran_at_once is the independent witness", strict=False)
 def test_the_scheduler_sent_every_minute_exactly_once(host):
@@ -649,7 +663,10 @@ def test_the_scheduler_sent_every_minute_exactly_once(host):
     boundaries = [first + 60 * i for i in range(int((last - first) / 60) + 1)]
     expected = {time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(at)) for at in boundaries
                 if not any(begin <= at <= end for begin, end in NO_SCHEDULER)}
-    assert expected <= set(minutes), f"missing minutes: {sorted(expected - set(minutes))}"
+    missing = sorted(expected - set(minutes))
+    if missing:  # kept where an expected failure's message is not shown
+        record_note("tick evidence " + json.dumps([minute_evidence(host, m) for m in missing]))
+    assert not missing, f"missing minutes: {[minute_evidence(host, m) for m in missing]}"
     assert all(int(runs) == 1 for runs in ticks.values()), ticks
     for minute in minutes:
         sent = host.check_output(f"redis-cli --user bot --pass redis-Secret-77b2d0 --no-auth-warning "
