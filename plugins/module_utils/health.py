@@ -264,6 +264,7 @@ def run_gate(module, p):
             shown = dict((k, v) for k, v in state.items() if k in ("ActiveState", "SubState", "Result", "NRestarts"))
             evidence.append("unit %s: %s" % (unit, shown))
         for unit in culprits:
-            result["journal"][unit] = journal(module, unit, seen.get(unit) or result["unit_state"][unit], p["journal_lines"])
+            result["journal"][unit] = journal(module, unit, seen.get(unit) or result["unit_state"][unit], p["journal_lines"],
+                                              since=time.time() - (time.monotonic() - start))
             evidence.append("journal of %s (the run that failed):\n%s" % (unit, "\n".join(result["journal"][unit])))
     return result, "\n".join(evidence)

@@ -96,18 +96,22 @@ def unit_problem(unit, state, baseline, max_restarts):
 JOURNAL_WAIT = 5.0
 
 
-def journal(module, unit, state, lines):
+def journal(module, unit, state, lines, since=None):
     """The journal lines of the unit's run that state describes (its InvocationID), not of other runs.
 
     Given the state read when a failure was seen, a crash loop's evidence is the complete output of
-    the run that crashed, not the beginning of the next attempt.
+    the run that crashed, not the beginning of the next attempt. A unit that systemd already started
+    again (running, restarted) crashed in an earlier run: then its lines since `since` (when the
+    watch began), the crash and the restart both.
     """
     by_unit = ["--unit", unit]
     started = started_at(state)
-    if started is not None:
-        by_unit += ["--since", "@%d" % int(started - 1)]
     invocation = state.get("InvocationID") or ""
     queries = [["_SYSTEMD_INVOCATION_ID=%s" % invocation]] if len(invocation) == 32 else []
+    if since is not None and restarts(state) > 0 and state.get("ActiveState") in _RUNNING:
+        started, queries = since, []
+    if started is not None:
+        by_unit += ["--since", "@%d" % int(started - 1)]
     base = ["journalctl", "--lines", str(lines), "--no-pager", "--output", "short-iso"]
     # journald reads a unit's output from its stream asynchronously: the lines of a run that just
     # ended can arrive a moment after systemd reports it failed (later on a busy host). Lines of a
@@ -181,9 +185,9 @@ def _drain(module, ports, timeout, watch=None):
     return {"seconds": round(time.monotonic() - started, 2), "remaining": remaining}
 
 
-def _evidence(module, units, lines, seen=None):
+def _evidence(module, units, lines, seen=None, since=None):
     states = unit_states(module, units)
-    return dict((u, journal(module, u, (seen or states)[u], lines)) for u in units), states
+    return dict((u, journal(module, u, (seen or states)[u], lines, since)) for u in units), states
 
 
 class _Watch(object):
@@ -192,6 +196,7 @@ class _Watch(object):
 
     def __init__(self, module, units, lines):
         self.module, self.units, self.lines = module, units, lines
+        self.since = time.time()
         self.baseline = None
         self.count = 0
 
@@ -205,7 +210,7 @@ class _Watch(object):
             if problem is None and states[unit].get("SubState") != "running" and last:
                 problem = "unit %s is still %s/%s" % (unit, states[unit].get("ActiveState"), states[unit].get("SubState"))
             if problem:
-                logs, dummy = _evidence(self.module, [unit], self.lines, states)
+                logs, dummy = _evidence(self.module, [unit], self.lines, states, self.since)
                 self.module.fail_json(msg="%s\njournal of %s (the run that failed):\n%s" % (problem, unit, "\n".join(logs[unit])),
                                       units=states, journal=logs)
 

@@ -296,3 +296,18 @@ def test_bad_input_names_the_option(module, args, fragment):
     assert result["failed"] is True
     assert fragment in result["msg"]
     assert "attempts" not in result
+
+
+def test_a_unit_already_running_again_shows_the_crashed_run_not_the_new_one(module, server, tmp_path):
+    """Restarted between two looks (under load its new run has printed nothing yet): the evidence is the unit's
+    journal since the gate began, which holds the crash, not the new run's (empty) invocation."""
+    began = time.time()
+    bindir = _fake_systemd(tmp_path, **{"scheduler@green.service": ["active/running/0", "active/running/1"]})
+    result = module("health_gate", {"url": server + "/healthy", "units": ["scheduler@green.service"],
+                                    "successes": 5, "interval": 0.1, "timeout": 10}, extra_path=bindir)
+    assert result["failed"] is True and "restarted 1 time(s)" in result["msg"], result
+    query = result["journal"]["scheduler@green.service"][0]
+    assert "--unit scheduler@green.service" in query and "_SYSTEMD_INVOCATION_ID" not in query, query
+    since = int(query.split("--since @")[1].split()[0])
+    assert began - 3 <= since <= time.time(), (began, query)
+    assert "ImportError: No module named fastapi" in result["msg"]
