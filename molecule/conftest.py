@@ -72,7 +72,8 @@ def run_playbook(playbook: pathlib.Path, *args: str) -> subprocess.CompletedProc
 
 def test_secrets() -> list[str]:
     """The scenario's known secret values (verifier env BOTSTACK_TEST_SECRETS, comma-separated)."""
-    return [v for v in os.environ.get("BOTSTACK_TEST_SECRETS", "").split(",") if v]
+    # Folded YAML (>-) joins its lines with a space: each value is stripped.
+    return [v.strip() for v in os.environ.get("BOTSTACK_TEST_SECRETS", "").split(",") if v.strip()]
 
 
 def assert_no_secret_in(output: str, what: str) -> None:

@@ -28,6 +28,7 @@ HOST = "deploy-host"
 SITE = "bot.botstack.test"
 APP_ROOT = "/opt/botstack"
 SECRET = "hook-Secret-0f3e9a51c2"
+BOT_TOKEN = "5550001111:AAFake-Bot-Token_for-the-deploy-test"
 PLAYBOOKS = pathlib.Path(__file__).resolve().parents[3] / "playbooks"
 KILL_TRIALS = 6  # benchmarks/deploy.py runs at least 20
 SHIPPED: dict = {}  # what earlier tests deployed, for the tests that repeat it
@@ -282,7 +283,8 @@ def test_v2_goes_live_under_load_without_a_failed_request_and_a_running_job_fini
 
 
 ENV = {"DATABASE_URL": "postgresql+asyncpg://bot:db-Secret-4a1c9e@127.0.0.1:5432/botstack",
-       "REDIS_URL": "redis://bot:redis-Secret-77b2d0@127.0.0.1:6379/0", "TELEGRAM_WEBHOOK_SECRET": SECRET}
+       "REDIS_URL": "redis://bot:redis-Secret-77b2d0@127.0.0.1:6379/0", "TELEGRAM_WEBHOOK_SECRET": SECRET,
+       "TELEGRAM_BOT_TOKEN": BOT_TOKEN, "TELEGRAM_API_URL": "http://127.0.0.1:8081"}
 
 
 # What systemd sets for each start of a unit (not the configuration's): left out of the comparisons.
