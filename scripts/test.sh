@@ -21,10 +21,10 @@ read -r -a scenarios <<< "${SCENARIOS:-${default_scenarios[*]}}"
 # `make test`: three lanes of about equal length (seconds in docs/testing.md), each still foundational
 # first. The scenarios spend much of their time waiting (on their hosts, archive timeouts, alerts), so a
 # third lane shortens the run on two cores. The static stages lead lane 1 so a lint error stops everything early.
-lane1=(lint syntax unit sanity build controller molecule:modules molecule:python_system molecule:base molecule:multihost
+lane1=(lint syntax unit sanity build controller molecule:modules molecule:python_system molecule:nginx molecule:multihost
        molecule:ee)
-lane2=(molecule:python molecule:redis molecule:postgresql molecule:bootstrap molecule:backup)
-lane3=(molecule:nginx molecule:deploy molecule:ownapp)
+lane2=(molecule:python molecule:redis molecule:postgresql molecule:bootstrap molecule:base molecule:backup)
+lane3=(molecule:deploy molecule:ownapp)
 
 stage_lint() {
   yamllint --strict . &&
