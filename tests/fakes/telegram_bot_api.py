@@ -12,7 +12,7 @@ Test control (not Telegram's): POST /fake/updates {"updates": [...]} queues upda
 pending, returning each delivery's status; GET /fake/state returns everything it was told, the secret token
 and the messages the bot sent included.
 
-Usage: telegram_bot_api.py --token TOKEN [--listen 127.0.0.1:8081] [--insecure] [--allow-http]
+Usage: telegram_bot_api.py --token TOKEN [--listen 127.0.0.1:8081] [--insecure] [--allow-http] [--resolve NAME:ADDRESS]
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import email.parser
 import email.policy
 import json
 import re
+import socket
 import ssl
 import threading
 import time
@@ -213,6 +214,17 @@ def handler_for(api: BotApi):
     return Handler
 
 
+def resolve(names: dict) -> None:
+    """Look these names up at the given addresses (the webhook keeps its name: Host header and SNI)."""
+    if not names:
+        return
+    lookup = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        return lookup(names.get(host, host), *args, **kwargs)
+    socket.getaddrinfo = getaddrinfo
+
+
 def serve(api: BotApi, host: str, port: int) -> ThreadingHTTPServer:
     return ThreadingHTTPServer((host, port), handler_for(api))
 
@@ -223,7 +235,10 @@ def main() -> None:
     parser.add_argument("--listen", default="127.0.0.1:8081")
     parser.add_argument("--insecure", action="store_true", help="deliver to webhooks with any certificate")
     parser.add_argument("--allow-http", action="store_true", help="accept http:// webhooks")
+    parser.add_argument("--resolve", action="append", default=[], metavar="NAME:ADDRESS",
+                        help="deliver to NAME at ADDRESS (as curl --resolve), whatever DNS says")
     args = parser.parse_args()
+    resolve(dict(item.rsplit(":", 1) for item in args.resolve))
     host, port = args.listen.rsplit(":", 1)
     server = serve(BotApi(args.token, args.insecure, args.allow_http), host, int(port))
     server.serve_forever()

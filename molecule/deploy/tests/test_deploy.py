@@ -20,7 +20,7 @@ import pytest
 import requests
 import urllib3
 from conftest import (TIMELINE, assert_no_secret_in, container_address, molecule_path, play_recap, record_note,
-                      run_module, run_playbook)
+                      run_module, run_playbook, wait_for)
 from traffic import Traffic, webhook
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the scenario's certificate is self-signed
@@ -215,6 +215,9 @@ def test_the_logs_playbook_shows_each_process_of_the_live_slot_with_its_secrets_
     """playbooks/logs.yml: the live slot's journal per process (the worker's answer to the update above), a line
     in which the app printed its database password shown masked, at -vvv too, and the command to follow them."""
     live = releases()["current_slot"]
+    # The worker logs the update once its reply went to the (fake) Bot API, a moment after the reply was stored.
+    wait_for("the worker's line for the update the test above sent", lambda: "update processed" in host.run(
+        f"journalctl --no-pager -u botstack-worker@{live}.service").stdout, timeout=60)
     host.check_output(f"printf 'MESSAGE=settings: DATABASE_URL=postgresql+asyncpg://bot:db-Secret-4a1c9e@127.0.0.1/botstack\\n"
                       f"OBJECT_SYSTEMD_UNIT=botstack-api@{live}.service\\nSYSLOG_IDENTIFIER=botstack-api\\n' "
                       "| logger --journald")

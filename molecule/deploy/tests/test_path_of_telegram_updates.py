@@ -111,9 +111,9 @@ def test_a_webhook_telegram_cannot_deliver_to_is_exported_and_alerts(host):
     try:
         deliveries, _, _ = deliver(host, "while the proxy is down")
         assert deliveries[0]["status"] == 0 and deliveries[0]["error"].startswith("Connection failed"), deliveries
-        wait_for("the pending update in Prometheus", lambda: metric(
-            host, 'botstack_telegram_webhook_pending_updates{app="botstack"} > 0'), timeout=90)
-        assert metric(host, 'botstack_telegram_webhook_last_error_info{app="botstack"}')
+        wait_for("the pending update and Telegram's error in Prometheus", lambda: metric(
+            host, 'botstack_telegram_webhook_pending_updates{app="botstack"} > 0') and metric(
+            host, 'botstack_telegram_webhook_last_error_info{app="botstack"}'), timeout=90)
         message = wait_for("TelegramWebhookFailing at the receiver",
                            lambda: notified(host, "TelegramWebhookFailing", "FIRING", seen), timeout=120)
         assert "botstack" in json.dumps(message)
