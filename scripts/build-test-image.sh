@@ -17,7 +17,8 @@ fi
 
 extra_ca_dir=/usr/local/share/ca-certificates
 ca_sum=$(cat "$extra_ca_dir"/*.crt 2>/dev/null | sha256sum | cut -c1-8)
-tag=$(printf '%s\n' "$suite" "$packages" "$ca_sum" "$(cat "$0")" | sha256sum | cut -c1-12)
+cache_hook="$(dirname "$0")/test-image/zipimport_bytecode_cache.py"
+tag=$(printf '%s\n' "$suite" "$packages" "$ca_sum" "$(cat "$0" "$cache_hook")" | sha256sum | cut -c1-12)
 image="botstack-systemd-${suite}:${tag}"
 
 if docker image inspect "$image" >/dev/null 2>&1; then
@@ -43,6 +44,11 @@ rm -f "$root"/etc/ssh/ssh_host_*
 # Like a cloud image's first boot: generate missing host keys before sshd starts.
 mkdir -p "$root/etc/systemd/system/ssh.service.d"
 printf '[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n' > "$root/etc/systemd/system/ssh.service.d/10-first-boot-host-keys.conf"
+# Ansible's modules run with this python3 on every task: keep the bytecode zipimport would compile again
+# each time (scripts/test-image/zipimport_bytecode_cache.py; docs/testing.md).
+install -d -m 0755 "$root/var/cache/zipimport-bytecode"
+install -m 0644 "$cache_hook" "$root/usr/lib/python3/dist-packages/zipimport_bytecode_cache.py"
+echo "import zipimport_bytecode_cache" > "$root/usr/lib/python3/dist-packages/zipimport_bytecode_cache.pth"
 # Prime the package lists so converges skip one cold download.
 chroot "$root" apt-get update -qq >&2 || true
 # Keep downloaded .debs: scenarios share /var/cache/apt/archives with the host.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the test stages, one summary line each. With no arguments (`make test`) the stages run in
-# three lanes side by side (a scenario spends much of its time waiting on its hosts, so three share
-# the machine's cores well); a failure in any lane skips what is left in all. With arguments
+# three workers side by side, taking stages from one queue (a scenario spends much of its time waiting on
+# its hosts, so three share the machine's cores well); a failure in any skips what is left. With arguments
 # they run one after another in the order given. TEST_KEEP_GOING=1 runs every stage even after a failure
 # (the whole picture in one run). Full logs: .cache/test-logs/; where each scenario's time went (every test,
 # wait and playbook run): .cache/test-logs/timings.log.
@@ -13,18 +13,18 @@ export ANSIBLE_COLLECTIONS_PATH="$PWD/.collections:$PWD"
 export NO_COLOR=1 ANSIBLE_NOCOLOR=1 PY_COLORS=0
 logs=.cache/test-logs
 mkdir -p "$logs"
-rm -f "$logs"/.failed "$logs"/.results "$logs"/timings.log
+rm -f "$logs"/.failed "$logs"/.results "$logs"/.queue "$logs"/timings.log
 
 # Scenario order for `make molecule`: fastest and most foundational first, so failures come early.
 default_scenarios=(modules python_system python redis nginx postgresql bootstrap backup base deploy ownapp multihost ee)
 read -r -a scenarios <<< "${SCENARIOS:-${default_scenarios[*]}}"
-# `make test`: three lanes of about equal length (seconds in docs/testing.md), each still foundational
-# first. The scenarios spend much of their time waiting (on their hosts, archive timeouts, alerts), so a
-# third lane shortens the run on two cores. The static stages lead lane 1 so a lint error stops everything early.
-lane1=(lint syntax unit sanity build controller molecule:modules molecule:python_system molecule:nginx molecule:multihost
-       molecule:ee)
-lane2=(molecule:python molecule:redis molecule:postgresql molecule:bootstrap molecule:base molecule:backup)
-lane3=(molecule:deploy molecule:ownapp)
+# `make test`: three workers side by side (a scenario spends much of its time waiting on its hosts, archive
+# timeouts and alerts, so three share the two cores well). Worker 1 runs the static stages first, so a lint
+# error stops everything early; then every worker takes the next stage from one queue, longest first (seconds
+# in docs/testing.md), so the workers end together instead of one lane running on alone.
+static_stages=(lint syntax unit sanity build controller)
+queue=(molecule:backup molecule:deploy molecule:multihost molecule:ownapp molecule:ee molecule:base molecule:nginx
+       molecule:python molecule:bootstrap molecule:python_system molecule:postgresql molecule:redis molecule:modules)
 
 stage_lint() {
   yamllint --strict . &&
@@ -199,20 +199,41 @@ run_list() {
   done
 }
 
+# The next stage of the shared queue (empty when none is left), taken under a lock.
+next_stage() {
+  local fd
+  exec {fd}>"$logs/.queue.lock"
+  flock "$fd"
+  head -n 1 "$logs/.queue"
+  sed -i 1d "$logs/.queue"
+  exec {fd}>&-
+}
+
+# Its own stages first, then stages from the queue until none is left.
+run_worker() {
+  local stage
+  run_list "$@"
+  while stage=$(next_stage) && [[ -n "$stage" ]]; do
+    run_list "$stage"
+  done
+}
+
 t_all=$SECONDS
 if (($#)); then
   run_list "$@" || exit 2
 else
-  # The other lanes' archives start as hard links to lane 1's, so a warm machine downloads nothing twice.
+  # Each worker has its own apt archive (apt locks it while downloading); the others start as hard links to
+  # worker 1's, so a warm machine downloads nothing twice.
   archives=/var/cache/botstack/apt-archives
   for lane in lane2 lane3; do
     mkdir -p "$archives-$lane/partial"
     find "$archives" -maxdepth 1 -name '*.deb' -exec cp -aln {} "$archives-$lane/" \; 2>/dev/null
     sed "s#$archives#$archives-$lane#g" .env.yml > ".cache/env-$lane.yml"
   done
-  run_list "${lane1[@]}" &
-  LANE_ENV_FILE=.cache/env-lane2.yml run_list "${lane2[@]}" &
-  LANE_ENV_FILE=.cache/env-lane3.yml run_list "${lane3[@]}" &
+  printf '%s\n' "${queue[@]}" > "$logs/.queue"
+  run_worker "${static_stages[@]}" &
+  LANE_ENV_FILE=.cache/env-lane2.yml run_worker &
+  LANE_ENV_FILE=.cache/env-lane3.yml run_worker &
   wait
 fi
 

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from redis.asyncio import Redis
-from sqlalchemy import text
+from sqlalchemy import delete, text
 from sqlalchemy.dialects.postgresql import insert
 
 from botapp import __version__
@@ -50,7 +50,9 @@ def _watch_shutdown() -> None:
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI):
     setup_logging()
-    State.redis = Redis.from_url(settings().redis_url)
+    from botapp.redisconn import RETRY_ONCE  # here, not above: the release patches change the imports' lines
+
+    State.redis = Redis.from_url(settings().redis_url, **RETRY_ONCE)
     await broker.startup()
     _watch_shutdown()
     log.info("api started")
@@ -136,7 +138,14 @@ async def telegram_webhook(request: Request,
         inserted = await session.execute(statement.on_conflict_do_nothing().returning(Update.update_id))
         await session.commit()
     if inserted.first() is not None:  # Telegram retries; enqueue each update once
-        await process_update.kiq(update_id)
+        try:
+            await process_update.kiq(update_id)
+        except Exception:
+            # Not enqueued (Redis down): forget the update, so that Telegram's retry of this 500 enqueues it.
+            async with sessions()() as session:
+                await session.execute(delete(Update).where(Update.update_id == update_id))
+                await session.commit()
+            raise
     return {"ok": True}
 
 

@@ -29,7 +29,9 @@ class ClaimedMinuteSource(ScheduleSource):
 
     async def startup(self) -> None:
         setup_logging()
-        self.redis = Redis.from_url(settings().redis_url)
+        from botapp.redisconn import RETRY  # here, not above: the release patches change the imports' lines
+
+        self.redis = Redis.from_url(settings().redis_url, **RETRY)
         log.info("scheduler started")
 
     async def shutdown(self) -> None:

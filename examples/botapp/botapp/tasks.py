@@ -13,6 +13,7 @@ from taskiq_redis import RedisStreamBroker
 
 from botapp.db import engine, sessions
 from botapp.logs import setup_logging
+from botapp.redisconn import RETRY
 from botapp.models import Job, Tick, Update
 from botapp.settings import instance_name, settings
 
@@ -29,6 +30,7 @@ broker = RedisStreamBroker(
     # A message left unacknowledged this long (its worker died) goes to another worker;
     # longer than the longest task, or a running task would be handed out twice.
     idle_timeout=int(os.environ.get("BOTAPP_REDELIVER_AFTER_MS", "120000")),
+    **RETRY,
 )
 
 

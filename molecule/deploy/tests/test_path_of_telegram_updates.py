@@ -84,6 +84,18 @@ def test_an_update_goes_through_nginx_to_the_worker_and_the_reply_back_to_the_bo
     assert fake(host)["pending"] == []
 
 
+def test_the_first_update_after_a_redis_restart_is_answered_and_processed(host):
+    """The app's pooled Redis connections were closed by the restart: the first enqueue opens one again instead of
+    answering 500 (which would make Telegram redeliver, and the update wait)."""
+    host.check_output("systemctl restart redis-server")
+    wait_for("Redis back", lambda: host.socket("tcp://127.0.0.1:6379").is_listening, timeout=30)
+    text = f"after a restart {uuid.uuid4().hex[:8]}"
+    deliveries, chat, _ = deliver(host, text)
+    assert [d["status"] for d in deliveries] == [200], deliveries
+    wait_for("the worker's reply after the restart", lambda: [
+        m for m in fake(host)["sent"] if m["chat_id"] == chat and m["text"] == f"echo: {text}"], timeout=60)
+
+
 def test_a_rotated_secret_is_registered_with_its_configuration_and_a_rollback_registers_the_older_one(
         host, ephemeral_dir):
     rotated = f"rotated-{uuid.uuid4().hex}"
