@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the test stages, one summary line each. With no arguments (`make test`) the stages run in
-# three workers side by side, taking stages from one queue (a scenario spends much of its time waiting on
+# three workers side by side, taking stages from two queues (a scenario spends much of its time waiting on
 # its hosts, so three share the machine's cores well); a failure in any skips what is left. With arguments
 # they run one after another in the order given. TEST_KEEP_GOING=1 runs every stage even after a failure
 # (the whole picture in one run). Full logs: .cache/test-logs/; where each scenario's time went (every test,
@@ -13,18 +13,21 @@ export ANSIBLE_COLLECTIONS_PATH="$PWD/.collections:$PWD"
 export NO_COLOR=1 ANSIBLE_NOCOLOR=1 PY_COLORS=0
 logs=.cache/test-logs
 mkdir -p "$logs"
-rm -f "$logs"/.failed "$logs"/.results "$logs"/.queue "$logs"/timings.log
+rm -f "$logs"/.failed "$logs"/.results "$logs"/.queue-* "$logs"/timings.log
 
 # Scenario order for `make molecule`: fastest and most foundational first, so failures come early.
 default_scenarios=(modules python_system python redis nginx postgresql bootstrap backup base deploy ownapp multihost ee)
 read -r -a scenarios <<< "${SCENARIOS:-${default_scenarios[*]}}"
 # `make test`: three workers side by side (a scenario spends much of its time waiting on its hosts, archive
-# timeouts and alerts, so three share the two cores well). Worker 1 runs the static stages first, so a lint
-# error stops everything early; then every worker takes the next stage from one queue, longest first (seconds
-# in docs/testing.md), so the workers end together instead of one lane running on alone.
+# timeouts and alerts, so three share the two cores well), taking stages from two queues (seconds in
+# docs/testing.md). The whole-stack scenarios ("heavy") never run three at once: three of them beside each
+# other each took ~1.7 times as long as two (their waits poll, and the polls compete too). Worker 1 runs the
+# static stages first (a lint error stops everything early), then the role scenarios ("light"); workers 2
+# and 3 the heavy ones, longest first. A worker whose queue is empty takes from the other.
 static_stages=(lint syntax unit sanity build controller)
-queue=(molecule:backup molecule:deploy molecule:multihost molecule:ownapp molecule:ee molecule:base molecule:nginx
-       molecule:python molecule:bootstrap molecule:python_system molecule:postgresql molecule:redis molecule:modules)
+heavy=(molecule:backup molecule:deploy molecule:multihost molecule:ownapp molecule:ee)
+light=(molecule:modules molecule:python_system molecule:redis molecule:postgresql molecule:nginx molecule:python
+       molecule:bootstrap molecule:base)
 
 stage_lint() {
   yamllint --strict . &&
@@ -199,21 +202,23 @@ run_list() {
   done
 }
 
-# The next stage of the shared queue (empty when none is left), taken under a lock.
+# The next stage of queue $1 (empty when none is left), taken under a lock.
 next_stage() {
   local fd
   exec {fd}>"$logs/.queue.lock"
   flock "$fd"
-  head -n 1 "$logs/.queue"
-  sed -i 1d "$logs/.queue"
+  head -n 1 "$logs/.queue-$1"
+  sed -i 1d "$logs/.queue-$1"
   exec {fd}>&-
 }
 
-# Its own stages first, then stages from the queue until none is left.
+# Worker: the stages given after "--", then stages from queue $1, then from queue $2, until none is left.
 run_worker() {
-  local stage
+  local first=$1 second=$2 stage
+  shift 2
+  [[ "${1:-}" == "--" ]] && shift
   run_list "$@"
-  while stage=$(next_stage) && [[ -n "$stage" ]]; do
+  while stage=$(next_stage "$first") && [[ -n "$stage" ]] || stage=$(next_stage "$second") && [[ -n "$stage" ]]; do
     run_list "$stage"
   done
 }
@@ -230,10 +235,11 @@ else
     find "$archives" -maxdepth 1 -name '*.deb' -exec cp -aln {} "$archives-$lane/" \; 2>/dev/null
     sed "s#$archives#$archives-$lane#g" .env.yml > ".cache/env-$lane.yml"
   done
-  printf '%s\n' "${queue[@]}" > "$logs/.queue"
-  run_worker "${static_stages[@]}" &
-  LANE_ENV_FILE=.cache/env-lane2.yml run_worker &
-  LANE_ENV_FILE=.cache/env-lane3.yml run_worker &
+  printf '%s\n' "${heavy[@]}" > "$logs/.queue-heavy"
+  printf '%s\n' "${light[@]}" > "$logs/.queue-light"
+  run_worker light heavy -- "${static_stages[@]}" &
+  LANE_ENV_FILE=.cache/env-lane2.yml run_worker heavy light &
+  LANE_ENV_FILE=.cache/env-lane3.yml run_worker heavy light &
   wait
 fi
 
