@@ -20,8 +20,8 @@ default_scenarios=(modules python_system python redis nginx postgresql bootstrap
 read -r -a scenarios <<< "${SCENARIOS:-${default_scenarios[*]}}"
 # `make test`: three workers side by side (a scenario spends much of its time waiting on its hosts, archive
 # timeouts and alerts, so three share the two cores well), taking stages from two queues (seconds in
-# docs/testing.md). The whole-stack scenarios ("heavy") never run three at once: three of them beside each
-# other each took ~1.7 times as long as two (their waits poll, and the polls compete too). Worker 1 runs the
+# docs/testing.md). The whole-stack scenarios ("heavy") run two at a time while the role scenarios run: three
+# of them beside each other each took ~1.7 times as long as two (their waits poll, and the polls compete too). Worker 1 runs the
 # static stages first (a lint error stops everything early), then the role scenarios ("light"); workers 2
 # and 3 the heavy ones, longest first. A worker whose queue is empty takes from the other.
 static_stages=(lint syntax unit sanity build controller)

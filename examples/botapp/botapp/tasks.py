@@ -13,8 +13,8 @@ from taskiq_redis import RedisStreamBroker
 
 from botapp.db import engine, sessions
 from botapp.logs import setup_logging
-from botapp.redisconn import RETRY
 from botapp.models import Job, Tick, Update
+from botapp.redisconn import RETRY
 from botapp.settings import instance_name, settings
 
 log = logging.getLogger("botapp.tasks")
