@@ -25,7 +25,7 @@ read -r -a scenarios <<< "${SCENARIOS:-${default_scenarios[*]}}"
 # static stages first (a lint error stops everything early), then the role scenarios ("light"); workers 2
 # and 3 the heavy ones, longest first. A worker whose queue is empty takes from the other.
 static_stages=(lint syntax unit sanity build controller)
-heavy=(molecule:backup molecule:deploy molecule:multihost molecule:ownapp molecule:ee)
+heavy=(molecule:deploy molecule:backup molecule:multihost molecule:ee molecule:ownapp)
 light=(molecule:modules molecule:python_system molecule:redis molecule:postgresql molecule:nginx molecule:python
        molecule:bootstrap molecule:base)
 

@@ -289,7 +289,7 @@ def test_v2_goes_live_without_a_failed_request_and_migrates(app, capsys, reports
 
 @each_app
 def test_a_release_that_crashes_fails_with_its_cause_keeps_v2_serving_and_prints_no_secret(app):
-    with load(app) as traffic:
+    with load(app, rate=4, posts=1) as traffic:
         result, _ = run(app, "deploy.yml", "-vvv", *ship(app, "v2-crash"))
     text = output(result)
     assert result.returncode != 0, text[-3000:]
