@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Runs the test stages, one summary line each. With no arguments (`make test`) the stages run in
-# three workers side by side, taking stages from two queues (a scenario spends much of its time waiting on
-# its hosts, so three share the machine's cores well); a failure in any skips what is left. With arguments
-# they run one after another in the order given. TEST_KEEP_GOING=1 runs every stage even after a failure
-# (the whole picture in one run). Full logs: .cache/test-logs/; where each scenario's time went (every test,
+# three workers side by side, taking stages from two queues (docs/testing.md); a failure in any skips what is
+# left. With arguments they run one after another in the order given. TEST_KEEP_GOING=1 runs every stage even
+# after a failure (the whole picture in one run). Full logs: .cache/test-logs/; where each scenario's time went (every test,
 # wait and playbook run): .cache/test-logs/timings.log.
 # Usage: scripts/test.sh [lint|syntax|unit|sanity|build|controller|molecule|molecule:<scenario> ...]
 set -uo pipefail
@@ -18,12 +17,11 @@ rm -f "$logs"/.failed "$logs"/.results "$logs"/.queue-* "$logs"/timings.log
 # Scenario order for `make molecule`: fastest and most foundational first, so failures come early.
 default_scenarios=(modules python_system python redis nginx postgresql bootstrap backup base deploy ownapp multihost ee)
 read -r -a scenarios <<< "${SCENARIOS:-${default_scenarios[*]}}"
-# `make test`: three workers side by side (a scenario spends much of its time waiting on its hosts, archive
-# timeouts and alerts, so three share the two cores well), taking stages from two queues (seconds in
-# docs/testing.md). The whole-stack scenarios ("heavy") run two at a time while the role scenarios run: three
-# of them beside each other each took ~1.7 times as long as two (their waits poll, and the polls compete too). Worker 1 runs the
-# static stages first (a lint error stops everything early), then the role scenarios ("light"); workers 2
-# and 3 the heavy ones, longest first. A worker whose queue is empty takes from the other.
+# `make test`: three workers side by side, taking stages from two queues (seconds in docs/testing.md). The
+# whole-stack scenarios ("heavy") run two at a time while the role scenarios run: the two cores are busy
+# throughout, so a third whole-stack scenario only slows the other two. Worker 1 runs the static stages first
+# (a lint error stops everything early), then the role scenarios ("light"); workers 2 and 3 the heavy ones,
+# longest first. A worker whose queue is empty takes from the other.
 static_stages=(lint syntax unit sanity build controller)
 heavy=(molecule:deploy molecule:backup molecule:multihost molecule:ee molecule:ownapp)
 light=(molecule:modules molecule:python_system molecule:redis molecule:postgresql molecule:nginx molecule:python
