@@ -241,13 +241,11 @@ else
   wait
 fi
 
-passed=0 failed=0 skipped=0 checks_passed=0 checks_failed=0 checks_skipped=0
+passed=0 failed=0 skipped=0 checks_passed=0 checks_failed=0 checks_skipped=0 failed_rows=()
 while read -r name result seconds log p f k; do
   case "$result" in
     PASS) passed=$((passed + 1)) ;;
-    FAIL) failed=$((failed + 1))
-          printf '\n[test] %s failed after %d s; the end of %s:\n' "$name" "$seconds" "$log"
-          tail -n 60 "$log" | sed 's/^/    | /' ;;
+    FAIL) failed=$((failed + 1)) failed_rows+=("$name $seconds $log") ;;
     SKIP) skipped=$((skipped + 1)) ;;
   esac
   checks_passed=$((checks_passed + p)) checks_failed=$((checks_failed + f)) checks_skipped=$((checks_skipped + k))
@@ -259,6 +257,19 @@ budget=${TEST_BUDGET_SECONDS:-3600}
 echo "[test] budget: stage, seconds, share of the $(awk '{s += $3} END {print s}' "$logs/.results" 2>/dev/null) s run serially"
 sort -k3,3nr "$logs/.results" 2>/dev/null | awk '{rows[NR] = $0; total += $3} END {
   for (i = 1; i <= NR; i++) { split(rows[i], f, " "); printf "[test]   %-22s %5d s  %4.1f %%\n", f[1], f[3], total ? 100 * f[3] / total : 0 } }'
+# What failed comes last, where a reader of the output's end (a CI page) sees it: each failed stage's log tail,
+# then its failing checks and errors in a few lines.
+for row in "${failed_rows[@]}"; do
+  read -r name seconds log <<< "$row"
+  printf '\n[test] %s failed after %d s; the end of %s:\n' "$name" "$seconds" "$log"
+  tail -n 60 "$log" | sed 's/^/    | /'
+done
+for row in "${failed_rows[@]}"; do
+  read -r name seconds log <<< "$row"
+  echo "[test] FAILED $name after $seconds s ($log):"
+  grep -E '^([0-9]+ )?(FAILED |ERROR |\[ERROR\]: |CRITICAL |fatal: |failed: )' "$log" | grep -v 'FAILED - RETRYING' | sed -E 's/^[0-9]+ //' | cut -c1-300 | tail -n 8 |
+    sed 's/^/[test]   /'
+done
 echo "[test] wall time ${wall} s (budget ${budget} s)"
 echo "[test] checks (pytest): $checks_passed passed, $checks_failed failed, $checks_skipped skipped"
 over=0
