@@ -2,8 +2,8 @@
 # Runs the test stages, one summary line each. With no arguments (`make test`) the stages run in
 # three workers side by side, taking stages from two queues (docs/testing.md); a failure in any skips what is
 # left. With arguments they run one after another in the order given. TEST_KEEP_GOING=1 runs every stage even
-# after a failure (the whole picture in one run). Full logs: .cache/test-logs/; where each scenario's time went (every test,
-# wait and playbook run): .cache/test-logs/timings.log.
+# after a failure (the whole picture in one run). Full logs: .cache/test-logs/; where each scenario's time
+# went (every test, wait and playbook run): .cache/test-logs/timings.log.
 # Usage: scripts/test.sh [lint|syntax|unit|sanity|build|controller|molecule|molecule:<scenario> ...]
 set -uo pipefail
 cd "$(dirname "$0")/.."
