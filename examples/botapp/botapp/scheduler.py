@@ -1,8 +1,13 @@
-"""The Taskiq scheduler: a tick every minute, sent at most once per minute across restarts.
+"""The Taskiq scheduler: a tick every minute, sent once per minute across restarts.
 
 Only one scheduler runs per environment (the deploy tooling starts it on one host and stops
 the old one before starting the new one). The schedule source also claims each minute in
 Redis before sending, so a scheduler restarted within a minute does not send it again.
+
+Taskiq's loop sends a cron task 60 s after its previous send, labelled with the minute it
+is in: a loop started late in a minute and then held up past a minute's end (a busy host)
+skips that minute, and a handover across a minute's end can leave one unsent. So each send
+first sends, late, the minutes since the last one sent (at most CATCH_UP_MINUTES back).
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ from botapp.tasks import broker
 
 log = logging.getLogger("botapp.scheduler")
 CLAIM_TTL = 7 * 24 * 3600
+CATCH_UP_MINUTES = 5
+MINUTE_FORMAT = "%Y-%m-%dT%H:%MZ"
 
 
 class ClaimedMinuteSource(ScheduleSource):
@@ -44,16 +51,39 @@ class ClaimedMinuteSource(ScheduleSource):
                               cron=settings().tick_cron, schedule_id="botapp.tick")]
 
     async def pre_send(self, task: ScheduledTask) -> None:
-        minute = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
-        claimed = await self.redis.set(f"botapp:schedule:{task.schedule_id}:{minute}", "1", nx=True, ex=CLAIM_TTL)
-        if not claimed:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        minute = now.strftime(MINUTE_FORMAT)
+        await self._send_missed(task, now)
+        if not await self._claim(task.schedule_id, minute):
             log.info("already sent this minute", extra={"schedule_id": task.schedule_id, "minute": minute})
             raise ScheduledTaskCancelledError
         task.labels["tick"] = minute
+        log.info("sending", extra={"schedule_id": task.schedule_id, "minute": minute})
+
+    async def _claim(self, schedule_id: str, minute: str) -> bool:
+        """Claim one (schedule, minute); count the send and remember it as the last one sent."""
+        if not await self.redis.set(f"botapp:schedule:{schedule_id}:{minute}", "1", nx=True, ex=CLAIM_TTL):
+            return False
         sent = f"botapp:schedule:sent:{minute}"
         await self.redis.incr(sent)
         await self.redis.expire(sent, CLAIM_TTL)
-        log.info("sending", extra={"schedule_id": task.schedule_id, "minute": minute})
+        await self.redis.set(f"botapp:schedule:{schedule_id}:last", minute, ex=CLAIM_TTL)
+        return True
 
+    async def _send_missed(self, task: ScheduledTask, now: datetime.datetime) -> None:
+        """Send the minutes between the last one sent and this one, if no scheduler sent them."""
+        last = await self.redis.get(f"botapp:schedule:{task.schedule_id}:last")
+        if last is None:
+            return
+        last_sent = datetime.datetime.strptime(last.decode(), MINUTE_FORMAT).replace(tzinfo=datetime.timezone.utc)
+        current = now.replace(second=0, microsecond=0)
+        earliest = max(last_sent + datetime.timedelta(minutes=1), current - datetime.timedelta(minutes=CATCH_UP_MINUTES))
+        missed = earliest
+        while missed < current:
+            minute = missed.strftime(MINUTE_FORMAT)
+            if await self._claim(task.schedule_id, minute):
+                await broker.find_task(task.task_name).kicker().with_labels(tick=minute).kiq()
+                log.warning("sent late", extra={"schedule_id": task.schedule_id, "minute": minute})
+            missed += datetime.timedelta(minutes=1)
 
 scheduler = TaskiqScheduler(broker=broker, sources=[ClaimedMinuteSource()])

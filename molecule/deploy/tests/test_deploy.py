@@ -51,6 +51,8 @@ def load(base_url, full: bool = False, **kwargs) -> Traffic:
 
 
 SAMPLER = "/var/log/scheduler-sampler.log"
+# A minute sent on time runs within ~60 s of its start, one sent late at the next send: ~120 s, plus a queue.
+TICK_LATE_LIMIT = 180
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -658,13 +660,13 @@ def minute_evidence(host, minute: str) -> dict:
             "journal": journal.splitlines()}
 
 
-@pytest.mark.xfail(reason="a minute's tick went missing in two runs with three whole-stack scenarios at once (passed "
-                          "in the last full run; not yet diagnosed, the 'tick evidence' note keeps what a miss shows); "
-                          "test_never_two_schedulers_ran_at_once is the independent witness", strict=False)
 def test_the_scheduler_sent_every_minute_exactly_once(host):
-    """Across every deploy above (each moved the scheduler), one tick per minute, none twice."""
-    rows = psql(host, "SELECT tick, runs FROM ticks ORDER BY tick").splitlines()
-    ticks = dict(row.split("|") for row in rows)
+    """Across every deploy above (each moved the scheduler), one tick per minute, none twice, none long late.
+
+    The sample's scheduler sends a minute its loop skipped (a busy host) late, at its next send: the lateness
+    bound is what keeps a handover that left no scheduler for minutes from passing as caught up."""
+    rows = psql(host, "SELECT tick, runs, extract(epoch FROM ran_at)::bigint FROM ticks ORDER BY tick").splitlines()
+    ticks = {tick: (int(runs), int(ran_at)) for tick, runs, ran_at in (row.split("|") for row in rows)}
     assert len(ticks) >= 3, rows
     minutes = sorted(ticks)
     first = calendar.timegm(time.strptime(minutes[0], "%Y-%m-%dT%H:%MZ"))
@@ -674,10 +676,14 @@ def test_the_scheduler_sent_every_minute_exactly_once(host):
     expected = {time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(at)) for at in boundaries
                 if not any(begin <= at <= end for begin, end in NO_SCHEDULER)}
     missing = sorted(expected - set(minutes))
-    if missing:  # kept where an expected failure's message is not shown
+    if missing:  # kept where a failure's message is cut short
         record_note("tick evidence " + json.dumps([minute_evidence(host, m) for m in missing]))
     assert not missing, f"missing minutes: {[minute_evidence(host, m) for m in missing]}"
-    assert all(int(runs) == 1 for runs in ticks.values()), ticks
+    late = {minute: ticks[minute][1] - calendar.timegm(time.strptime(minute, "%Y-%m-%dT%H:%MZ"))
+            for minute in sorted(expected)}
+    record_note(f"ticks: {len(expected)} minutes, latest ran {max(late.values())} s after its minute began")
+    assert max(late.values()) <= TICK_LATE_LIMIT, {m: s for m, s in late.items() if s > TICK_LATE_LIMIT}
+    assert all(runs == 1 for runs, _ in ticks.values()), ticks
     for minute in minutes:
         sent = host.check_output(f"redis-cli --user bot --pass redis-Secret-77b2d0 --no-auth-warning "
                                  f"get botapp:schedule:sent:{minute}")
