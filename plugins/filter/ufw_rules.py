@@ -34,6 +34,13 @@ options:
   only_comment:
     description: Consider only the rules with this comment (a role pruning the rules it owns).
     type: str
+  replaced:
+    description:
+      - Declared rules about to be added (M(botstack.deploy.ufw_missing#filter)); a held rule with the same port, proto
+        and source but another action is not returned, since ufw updates it in place.
+    type: list
+    elements: dict
+    default: []
 """
 
 EXAMPLES = r"""
@@ -96,8 +103,10 @@ def _comment(line):
         return ""
 
 
-def ufw_undeclared(rules_files, declared, owned_elsewhere=None, only_comment=None):
+def ufw_undeclared(rules_files, declared, owned_elsewhere=None, only_comment=None, replaced=None):
     owned = set(owned_elsewhere or [])
+    # (proto, port, source) of declared rules being added: ufw updates a held rule of another action in place.
+    updated = set((key[1], key[2], key[3]) for key in _declared_keys(replaced or []))
     texts = [rules_files] if isinstance(rules_files, str) else list(rules_files or [])
     wanted = _declared_keys(declared)
     found = {}
@@ -112,7 +121,8 @@ def ufw_undeclared(rules_files, declared, owned_elsewhere=None, only_comment=Non
             if only_comment is not None and _comment(line) != only_comment:
                 continue
             source = "any" if src in _ANY else src
-            if (action, proto, dport, _source(src)) in wanted and dst in _ANY and sport in _ANY and direction == "in":
+            plain_inbound = dst in _ANY and sport in _ANY and direction == "in"
+            if plain_inbound and ((action, proto, dport, _source(src)) in wanted or (proto, dport, _source(src)) in updated):
                 continue
             # One entry for the v4 and v6 tuples of the same rule: ufw deletes both at once.
             key = (action, proto, dport, "any" if dst in _ANY else dst, sport, source, direction)
@@ -123,6 +133,40 @@ def ufw_undeclared(rules_files, declared, owned_elsewhere=None, only_comment=Non
                 "label": "%s %s/%s from %s%s" % (action, dport, proto, source, "" if direction == "in" else " " + direction),
             }
     return [found[key] for key in sorted(found)]
+
+
+def _held(text):
+    """(action, proto, dport, source) -> comment of the plain inbound rules in one rules file."""
+    held = {}
+    for line in (text or "").splitlines():
+        match = _TUPLE.match(line)
+        if not match:
+            continue
+        action, proto, dport, dst, sport, src, direction = match.groups()
+        if dst in _ANY and sport in _ANY and direction == "in":
+            held[(action, proto, dport, _source(src))] = _comment(line)
+    return held
+
+
+def ufw_missing(declared, rules_files, ipv6=None):
+    """The declared rules ufw does not hold yet (or holds with another comment): what community.general.ufw would
+    add or update. rules_files: [user.rules, user6.rules] contents. A rule from any source is held once user.rules
+    has it and, where ufw keeps IPv6 rules (ipv6, or when not known user6.rules holds some), user6.rules too."""
+    texts = list(rules_files or []) + ["", ""]
+    v4, v6 = _held(texts[0]), _held(texts[1])
+    keeps_v6 = bool(v6) if ipv6 is None else bool(ipv6)
+    missing = []
+    for rule in declared or []:
+        key = next(iter(_declared_keys([rule])))
+        source = key[3]
+        if source == "any":
+            files = [v4, v6] if keeps_v6 else [v4]
+        else:
+            files = [v6] if ":" in source else [v4]
+        wanted_comment = rule.get("comment")
+        if not all(key in held and (not wanted_comment or held[key] == wanted_comment) for held in files):
+            missing.append(rule)
+    return missing
 
 
 def ufw_per_source(rules, action="allow"):
@@ -142,4 +186,4 @@ def ufw_per_source(rules, action="allow"):
 
 class FilterModule(object):
     def filters(self):
-        return {"ufw_undeclared": ufw_undeclared, "ufw_per_source": ufw_per_source}
+        return {"ufw_undeclared": ufw_undeclared, "ufw_per_source": ufw_per_source, "ufw_missing": ufw_missing}

@@ -6,7 +6,7 @@ import re
 import subprocess
 
 import pytest
-from conftest import assert_role_rejects, container_address, run_playbook
+from conftest import assert_role_rejects, container_address, play_recap, run_playbook
 from instruments import lynis_in_container, ssh_audit_in_container
 
 testinfra_hosts = ["base-host"]
@@ -178,6 +178,28 @@ def test_core_dumps_are_disabled(host):
 def test_login_defaults_and_banner(host):
     assert re.search(r"^UMASK\s+027$", host.file("/etc/login.defs").content_string, re.M)
     assert host.file("/etc/issue.net").contains("Authorized access only")
+
+
+def test_drifted_login_defaults_and_permissions_are_shown_then_put_back(host, ephemeral_dir):
+    """Both are decided from one read each: a drifted line or mode is still found, --check --diff shows it and
+    changes nothing, the run puts it back, and the run after changes nothing."""
+    host.run("sed -i 's/^UMASK.*/UMASK\t022/' /etc/login.defs && chmod 0644 /etc/crontab && chgrp adm /etc/cron.d")
+    playbook = ephemeral_dir / "login_and_permissions.yml"
+    playbook.write_text(json.dumps([{"name": "Login defaults and permissions", "hosts": "hardened", "become": True,
+                                     "tasks": [{"name": part, "ansible.builtin.include_role": {
+                                         "name": "botstack.deploy.base", "tasks_from": part}}
+                                               for part in ("login_defs", "permissions")]}]))
+    check = run_playbook(playbook, "--check", "--diff")
+    assert check.returncode == 0, check.stdout[-3000:]
+    assert play_recap(check.stdout)["base-host"]["changed"] == 2, check.stdout[-3000:]
+    assert "-UMASK\t022" in check.stdout and "+UMASK\t027" in check.stdout, check.stdout[-3000:]
+    assert host.file("/etc/crontab").mode == 0o644 and host.file("/etc/cron.d").group == "adm"
+    applied = run_playbook(playbook)
+    assert applied.returncode == 0 and play_recap(applied.stdout)["base-host"]["changed"] == 2, applied.stdout[-3000:]
+    assert re.search(r"^UMASK\s+027$", host.file("/etc/login.defs").content_string, re.M)
+    assert host.file("/etc/crontab").mode == 0o600 and host.file("/etc/cron.d").group == "root"
+    again = run_playbook(playbook)
+    assert again.returncode == 0 and play_recap(again.stdout)["base-host"]["changed"] == 0, again.stdout[-3000:]
 
 
 def test_lynis_hardening_index(host, reports_dir):

@@ -75,3 +75,44 @@ def test_a_role_prunes_only_the_rules_it_owns():
     declared = [{"rule": "allow", "port": 9100, "from": "10.0.0.9"}]
     stale = ufw_undeclared([held], declared, only_comment="botstack-monitoring")
     assert [s["label"] for s in stale] == ["allow 9100/tcp from 10.0.0.8"]
+
+
+def test_missing_rules_are_the_declared_ones_ufw_does_not_hold():
+    from ansible_collections.botstack.deploy.plugins.filter.ufw_rules import ufw_missing
+    declared = [{"rule": "limit", "port": "22", "proto": "tcp", "from": "any", "comment": "ssh"},
+                {"rule": "allow", "port": "5432", "proto": "tcp", "from": "10.10.0.0/16", "comment": "postgresql"},
+                {"rule": "allow", "port": "80", "proto": "tcp", "from": "any", "comment": "web"},
+                {"rule": "allow", "port": "443", "proto": "tcp", "from": "any", "comment": "web"},
+                {"rule": "allow", "port": "22", "proto": "tcp", "from": "2001:db8::/32"},
+                {"rule": "allow", "port": "6379", "proto": "tcp", "from": "10.0.0.1/32"}]
+    assert [r["port"] for r in ufw_missing(declared, [V4, V6])] == ["443", "6379"]
+    # Another comment is an update; the action is part of the rule.
+    assert ufw_missing([dict(declared[2], comment="http")], [V4, V6]) == [dict(declared[2], comment="http")]
+    assert ufw_missing([dict(declared[0], rule="allow")], [V4, V6]) == [dict(declared[0], rule="allow")]
+    # A rule from any source held in user.rules alone, where ufw keeps IPv6 rules, still needs its v6 half.
+    v6_without_80 = "\n".join(line for line in V6.splitlines() if " 80 " not in line)
+    assert ufw_missing([declared[2]], [V4, v6_without_80]) == [declared[2]]
+    # Without IPv6 rules at all, user.rules decides.
+    assert ufw_missing([declared[0], declared[2]], [V4, ""]) == []
+    # Nothing held (ufw just installed): everything.
+    assert ufw_missing(declared, ["", ""]) == declared
+
+
+def test_where_ufw_keeps_ipv6_rules_a_rule_from_any_source_needs_its_v6_half():
+    from ansible_collections.botstack.deploy.plugins.filter.ufw_rules import ufw_missing
+    web = {"rule": "allow", "port": "80", "proto": "tcp", "from": "any", "comment": "web"}
+    # IPV6 switched on after the rules went in: user6.rules holds nothing yet.
+    assert ufw_missing([web], [V4, ""], True) == [web]
+    assert ufw_missing([web], [V4, ""], False) == []
+    assert ufw_missing([web], [V4, V6], True) == []
+
+
+def test_a_held_rule_a_declared_one_replaces_in_place_is_not_undeclared():
+    """limit 22 held, allow 22 declared (rate limit switched off): ufw updates the rule, nothing to delete."""
+    from ansible_collections.botstack.deploy.plugins.filter.ufw_rules import ufw_missing
+    declared = [{"rule": "allow", "port": "22", "proto": "tcp", "from": "any"}] + DECLARED[1:]
+    adding = ufw_missing(declared, [V4, V6])
+    assert adding == declared[:1]
+    labels = [s["label"] for s in ufw_undeclared([V4, V6], declared, replaced=adding)]
+    assert "limit 22/tcp from any" not in labels and "allow 9999/tcp from any" in labels
+    assert "limit 22/tcp from any" in [s["label"] for s in ufw_undeclared([V4, V6], declared)]
