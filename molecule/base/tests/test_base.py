@@ -183,7 +183,8 @@ def test_login_defaults_and_banner(host):
 def test_drifted_login_defaults_and_permissions_are_shown_then_put_back(host, ephemeral_dir):
     """Both are decided from one read each: a drifted line or mode is still found, --check --diff shows it and
     changes nothing, the run puts it back, and the run after changes nothing."""
-    host.run("sed -i 's/^UMASK.*/UMASK\t022/' /etc/login.defs && chmod 0644 /etc/crontab && chgrp adm /etc/cron.d")
+    # cron.daily and cron.d exist without cron installed (crontab does not).
+    host.check_output("sed -i 's/^UMASK.*/UMASK\t022/' /etc/login.defs && chmod 0755 /etc/cron.daily && chgrp adm /etc/cron.d")
     playbook = ephemeral_dir / "login_and_permissions.yml"
     playbook.write_text(json.dumps([{"name": "Login defaults and permissions", "hosts": "hardened", "become": True,
                                      "tasks": [{"name": part, "ansible.builtin.include_role": {
@@ -193,11 +194,11 @@ def test_drifted_login_defaults_and_permissions_are_shown_then_put_back(host, ep
     assert check.returncode == 0, check.stdout[-3000:]
     assert play_recap(check.stdout)["base-host"]["changed"] == 2, check.stdout[-3000:]
     assert "-UMASK\t022" in check.stdout and "+UMASK\t027" in check.stdout, check.stdout[-3000:]
-    assert host.file("/etc/crontab").mode == 0o644 and host.file("/etc/cron.d").group == "adm"
+    assert host.file("/etc/cron.daily").mode == 0o755 and host.file("/etc/cron.d").group == "adm"
     applied = run_playbook(playbook)
     assert applied.returncode == 0 and play_recap(applied.stdout)["base-host"]["changed"] == 2, applied.stdout[-3000:]
     assert re.search(r"^UMASK\s+027$", host.file("/etc/login.defs").content_string, re.M)
-    assert host.file("/etc/crontab").mode == 0o600 and host.file("/etc/cron.d").group == "root"
+    assert host.file("/etc/cron.daily").mode == 0o700 and host.file("/etc/cron.d").group == "root"
     again = run_playbook(playbook)
     assert again.returncode == 0 and play_recap(again.stdout)["base-host"]["changed"] == 0, again.stdout[-3000:]
 
