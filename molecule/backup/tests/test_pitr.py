@@ -69,6 +69,11 @@ def switch_wal(host) -> str:
 
 
 
+def backup_ended(host) -> bool:
+    """No full backup runs (a oneshot unit is "activating" while it runs)."""
+    return host.run("systemctl is-active botstack-pitr-full.service").stdout.strip() in ("inactive", "failed")
+
+
 def moment_between_two_archived_rows(host, before: int, after: int) -> str:
     """Write row `before`, note the time, write row `after` 3 s apart, wait until both are in S3."""
     psql(host, f"INSERT INTO pitr_probe (id) VALUES ({before})")
@@ -287,7 +292,10 @@ def test_a_lost_database_host_is_rebuilt_from_the_archive_to_a_point_in_time(hos
     """The database host dies after a write. A new host under its name (an empty cluster: another system
     identifier) refuses to archive into the lost one's repository, then is restored: to the end of the archive
     (the last write is back), then to a time between two writes."""
-    # The full backup the previous restore started may still run: the host dies in the middle of it.
+    # The full backup the previous restore started ends first: were it to end after the target, the next full
+    # backup (the one the restore below starts) would expire the only backup set that reaches the target, and the
+    # restore to it would be refused, rightly.
+    wait_for("the previous restore's full backup ended", lambda: backup_ended(host), timeout=300)
     target = moment_between_two_archived_rows(host, 40, 41)
     # The last write before the host dies: no WAL switch, archive_timeout (60 s) alone sends it to S3.
     psql(host, "INSERT INTO pitr_probe (id) VALUES (42)")
@@ -301,6 +309,9 @@ def test_a_lost_database_host_is_rebuilt_from_the_archive_to_a_point_in_time(hos
             host, "SELECT pg_walfile_name(pg_current_wal_lsn()) || ' ' || current_setting('archive_timeout')",
             database="postgres"))
     assert time.monotonic() - written <= 60 + 15, "a write waited longer than archive_timeout to reach S3"
+    # The host dies in the middle of a full backup: the repository keeps a partial backup set the restores ignore.
+    host.check_output("systemctl start --no-block botstack-pitr-full.service")
+    wait_for("a full backup running", lambda: not backup_ended(host), timeout=30, every=0.2)
     # The host dies (every process of the cluster killed) and is rebuilt: a new cluster, no configuration
     # left (pg_dropcluster keeps the files it did not create, such as conf.d).
     host.check_output("pkill -KILL -u postgres; sleep 1; rm -f /var/lib/postgresql/15/main/postmaster.pid")
