@@ -7,6 +7,7 @@ request to /var/log/webhook.jsonl.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import socket
@@ -15,7 +16,7 @@ import urllib.parse
 import pytest
 import testinfra
 
-from conftest import container_address, molecule_path, slack_alerts, slack_notified, wait_for
+from conftest import container_address, molecule_path, play_recap, run_playbook, slack_alerts, slack_notified, wait_for
 
 testinfra_hosts = ["backup-db"]
 
@@ -86,7 +87,7 @@ def test_the_monitoring_host_scrapes_the_database_host(monitor):
 
 ALERTMANAGER = "http://127.0.0.1:9093"
 # Rules of issue #37 ("alerts that cannot fire"): each must be loaded, whatever its state.
-NEW_RULES = {"PostgreSQLDown", "RedisDown", "FilesystemSpaceFillingUp", "FilesystemAlmostOutOfInodes",
+NEW_RULES = {"PrivateCertificateExpiring", "PostgreSQLDown", "RedisDown", "FilesystemSpaceFillingUp", "FilesystemAlmostOutOfInodes",
              "TextfileScrapeError", "TextfileStale", "PrometheusRuleEvaluationFailures",
              "PrometheusNotificationsFailing", "AlertmanagerFailedToSendAlerts", "Watchdog"}
 
@@ -174,3 +175,63 @@ def test_a_failed_backup_fires_the_alert_and_the_next_good_one_resolves_it(host,
 
     host.check_output("systemctl start botstack-backup-postgresql.service")
     wait_for("BackupFailed resolved at the receiver", lambda: slack_notified(monitor, "BackupFailed", "RESOLVED", seen))
+
+
+def served_expiry(monitor) -> dict:
+    """{host: the end of the private certificate its node exporter serves}, as the blackbox probe saw it."""
+    query = urllib.parse.quote('probe_ssl_earliest_cert_expiry{job="pki"} and on(instance) probe_success == 1')
+    result = prometheus(monitor, f"/api/v1/query?query={query}")["data"]["result"]
+    return {r["metric"]["host"]: int(float(r["value"][1])) for r in result}
+
+
+def certificate_end(host) -> int:
+    end = host.check_output("openssl x509 -noout -enddate -in %s/exporter.crt", PKI).split("=", 1)[1]
+    return int(datetime.datetime.strptime(end, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=datetime.timezone.utc).timestamp())
+
+
+def issue_exporter_certificate(tmp_path, host, **role_vars) -> None:
+    """The pki role's certificate entry point for backup-db's exporter certificate, as the monitoring role calls it;
+    the node exporter then serves the new one."""
+    playbook = tmp_path / "exporter-certificate.yml"
+    playbook.write_text(json.dumps([{
+        "name": "The exporter certificate of backup-db", "hosts": "backup-db", "become": True,
+        "tasks": [{"name": "Issue it", "ansible.builtin.include_role": {
+            "name": "botstack.deploy.pki", "tasks_from": "certificate"},
+            "vars": {"pki_certificate_name": "exporter", "pki_certificate_group": "prometheus",
+                     "pki_certificate_sans": ["IP:127.0.0.1", "DNS:backup-db", f"IP:{container_address('backup-db')}"],
+                     **role_vars}}],
+    }]))
+    result = run_playbook(playbook)
+    assert result.returncode == 0 and play_recap(result.stdout)["backup-db"]["changed"] > 0, result.stdout[-3000:]
+    host.check_output("systemctl restart prometheus-node-exporter")
+
+
+def test_a_private_certificate_near_its_end_fires_the_alert_and_its_renewal_resolves_it(host, monitor, tmp_path):
+    """The blackbox exporter on the monitoring host shakes hands with each host's exporter and reads the end of the
+    certificate it serves: the end of the file on disk; ten days from its end (threshold 14) the alert fires at the
+    receiver; the renewal a run of the role makes resolves it."""
+    ends = wait_for("both hosts' private certificates probed", lambda: (lambda seen: seen if set(seen) == {
+        "backup-db", "backup-s3"} else None)(served_expiry(monitor)))
+    assert ends["backup-db"] == certificate_end(host), ends
+    seen = len(slack_alerts(monitor))
+
+    # Issued anew for ten days only, renewed at five: no run would re-issue it before the alert.
+    host.check_output("rm %s/exporter.crt", PKI)
+    issue_exporter_certificate(tmp_path, host, pki_certificate_valid_days=10, pki_certificate_renew_days=5)
+    short = certificate_end(host)
+    assert short - datetime.datetime.now(datetime.timezone.utc).timestamp() < 11 * 86400
+    wait_for("the short certificate probed", lambda: served_expiry(monitor).get("backup-db") == short)
+    message = wait_for("PrivateCertificateExpiring at the receiver",
+                       lambda: slack_notified(monitor, "PrivateCertificateExpiring", "FIRING", seen))
+    assert "backup-db" in json.dumps(message), message
+
+    # The next run with the role's defaults (renewal 30 days before the end) re-issues it.
+    issue_exporter_certificate(tmp_path, host)
+    renewed = certificate_end(host)
+    assert renewed - datetime.datetime.now(datetime.timezone.utc).timestamp() > 800 * 86400
+    wait_for("the renewed certificate probed", lambda: served_expiry(monitor).get("backup-db") == renewed)
+    wait_for("PrivateCertificateExpiring resolved at the receiver",
+             lambda: slack_notified(monitor, "PrivateCertificateExpiring", "RESOLVED", seen))
+    # Every exporter serves the renewed certificate again, as the role's handlers would have them.
+    host.check_output("systemctl restart prometheus-postgres-exporter prometheus-redis-exporter")
+

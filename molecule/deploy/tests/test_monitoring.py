@@ -48,11 +48,13 @@ def test_every_target_is_up(host):
     def all_up():
         targets = prometheus(host, "/api/v1/targets")["data"]["activeTargets"]
         jobs = {t["labels"]["job"]: t["health"] for t in targets}
-        return jobs if set(jobs) >= {"prometheus", "node", "postgres", "redis", "nginx", "app", "health"} and \
+        return jobs if set(jobs) >= {"prometheus", "node", "postgres", "redis", "nginx", "app", "health", "pki"} and \
             all(t["health"] == "up" for t in targets) else None
     wait_for("every scrape target up", all_up)
-    probe = prometheus(host, "/api/v1/query?query=probe_success")["data"]["result"]
-    assert probe and probe[0]["value"][1] == "1", probe
+    # The site through nginx (health) and the private certificate the exporters serve (pki) both answer.
+    probe = wait_for("both probes succeed", lambda: [r for r in prometheus(
+        host, "/api/v1/query?query=probe_success")["data"]["result"] if r["value"][1] == "1"])
+    assert {r["metric"]["job"] for r in probe} == {"health", "pki"}, probe
 
 
 def test_exporters_and_servers_listen_on_loopback_only(host):

@@ -60,7 +60,7 @@ def test_default_rules_pass_check_and_unit_tests(tmp_path):
     assert rendered.returncode == 0, rendered.stdout[-2000:]
     checked = subprocess.run([str(PROMTOOL), "check", "rules", str(tmp_path / "botstack.rules.yml")],
                              capture_output=True, text=True, check=False)
-    assert checked.returncode == 0 and "SUCCESS: 26 rules found" in checked.stdout, checked.stdout + checked.stderr
+    assert checked.returncode == 0 and "SUCCESS: 27 rules found" in checked.stdout, checked.stdout + checked.stderr
     shutil.copy(pathlib.Path(__file__).parent / "monitoring" / "botstack.rules.test.yml", tmp_path)
     tested = subprocess.run([str(PROMTOOL), "test", "rules", "botstack.rules.test.yml"], cwd=tmp_path,
                             capture_output=True, text=True, check=False)
