@@ -52,9 +52,16 @@ def test_every_target_is_up(host):
             all(t["health"] == "up" for t in targets) else None
     wait_for("every scrape target up", all_up)
     # The site through nginx (health) and the private certificate the exporters serve (pki) both answer.
-    probe = wait_for("both probes succeed", lambda: [r for r in prometheus(
-        host, "/api/v1/query?query=probe_success")["data"]["result"] if r["value"][1] == "1"])
-    assert {r["metric"]["job"] for r in probe} == {"health", "pki"}, probe
+    seen = {}
+
+    def both_succeed():
+        probes = prometheus(host, "/api/v1/query?query=probe_success")["data"]["result"]
+        seen.update({r["metric"]["job"]: r["value"][1] for r in probes})
+        return seen == {"health": "1", "pki": "1"}
+    try:
+        wait_for("both probes succeed", both_succeed, timeout=60)
+    except pytest.fail.Exception:
+        pytest.fail(f"probe_success by job: {seen}")
 
 
 def test_exporters_and_servers_listen_on_loopback_only(host):
