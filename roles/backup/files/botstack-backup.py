@@ -25,8 +25,8 @@ import threading
 import time
 import urllib.request
 
-import boto3
-import botocore.config
+# boto3 and botocore.config load only where a command talks to S3 (Store): the textfile metrics units run
+# `metric` every few seconds, and importing them costs more CPU than the rest of that command.
 import botocore.exceptions
 
 MANIFEST_FORMAT = 1
@@ -81,6 +81,9 @@ class Store:
         lock = config.get("object_lock") or {}
         self.lock_days = int(lock.get("days") or 0)
         self.lock_mode = lock.get("mode") or "COMPLIANCE"
+        import boto3
+        import botocore.config
+
         kwargs = {
             "region_name": s3.get("region") or "us-east-1",
             "config": botocore.config.Config(
