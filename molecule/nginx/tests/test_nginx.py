@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pathlib
+import shlex
 import subprocess
 
 import pytest
@@ -121,11 +122,34 @@ def test_gixy_finds_no_issues(host, reports_dir):
     assert "No issues found" in result.stdout, result.stdout
 
 
+# Files this role wrote under other app names: "oldbot" (the app renamed: its site claims app.test, and an
+# upstream left without a site) goes; "shopbot", another app of this host under its own name, stays.
+OTHER_APPS = {
+    "/etc/nginx/sites-available/oldbot.conf":
+        "# botstack.deploy site: oldbot\nserver {\n    listen 127.0.0.1:8081;\n    server_name app.test;\n    return 204;\n}\n",
+    "/etc/nginx/botstack/upstream-oldbot.conf": "# botstack.deploy upstream: oldbot\n",
+    "/etc/nginx/botstack/upstream-gone.conf": "# botstack.deploy upstream: gone\n",
+    "/etc/nginx/sites-available/shopbot.conf":
+        "# botstack.deploy site: shopbot\nserver {\n    listen 127.0.0.1:8082;\n    server_name shop.test;\n    return 204;\n}\n",
+    "/etc/nginx/botstack/upstream-shopbot.conf": "# botstack.deploy upstream: shopbot\n",
+}
+
+
+def plant_other_apps(host):
+    for path, content in OTHER_APPS.items():
+        host.check_output(f"printf '%s' {shlex.quote(content)} > {path}")
+    host.check_output("mkdir -p /etc/nginx/botstack/upstream-oldbot.d && touch /etc/nginx/botstack/upstream-oldbot.d/a.conf"
+                      " && ln -sf /etc/nginx/sites-available/oldbot.conf /etc/nginx/sites-enabled/oldbot.conf"
+                      " && ln -sf /etc/nginx/sites-available/shopbot.conf /etc/nginx/sites-enabled/shopbot.conf")
+
+
 def test_a_new_alias_re_issues_the_certificate_with_both_names(host, ephemeral_dir, pebble_root):
-    """A changed name list gets a certificate for the new list; an unchanged one issues nothing."""
+    """A changed name list gets a certificate for the new list; an unchanged one issues nothing. The same run
+    removes what a renamed app left (plant_other_apps) and keeps another app's site."""
     import json
     from conftest import play_recap, run_playbook
 
+    plant_other_apps(host)
     host.run("grep -q 'www.app.test' /etc/hosts || echo '127.0.0.1 www.app.test' >> /etc/hosts")
     playbook = ephemeral_dir / "alias.yml"
     role_vars = {"nginx_server_name": "app.test", "nginx_server_aliases": ["www.app.test"], "nginx_tls_mode": "acme",
@@ -139,8 +163,19 @@ def test_a_new_alias_re_issues_the_certificate_with_both_names(host, ephemeral_d
     names = host.check_output("openssl s_client -connect 127.0.0.1:443 -servername www.app.test </dev/null 2>/dev/null"
                               " | openssl x509 -noout -ext subjectAltName")
     assert "DNS:app.test" in names and "DNS:www.app.test" in names, names
-    again = run_playbook(playbook)
-    assert play_recap(again.stdout)[host.backend.host]["changed"] == 0, again.stdout[-3000:]
+    for gone in ("/etc/nginx/sites-available/oldbot.conf", "/etc/nginx/sites-enabled/oldbot.conf",
+                 "/etc/nginx/botstack/upstream-oldbot.conf", "/etc/nginx/botstack/upstream-oldbot.d",
+                 "/etc/nginx/botstack/upstream-gone.conf"):
+        assert not host.file(gone).exists, gone
+    try:
+        assert host.file("/etc/nginx/sites-enabled/shopbot.conf").is_symlink
+        assert host.file("/etc/nginx/botstack/upstream-shopbot.conf").exists
+        assert host.run("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8082/").stdout == "204"
+        again = run_playbook(playbook)
+        assert play_recap(again.stdout)[host.backend.host]["changed"] == 0, again.stdout[-3000:]
+    finally:
+        host.run("rm -f /etc/nginx/sites-enabled/shopbot.conf /etc/nginx/sites-available/shopbot.conf "
+                 "/etc/nginx/botstack/upstream-shopbot.conf && systemctl reload nginx")
 
 
 def test_rejected_config_is_rolled_back_and_nginx_keeps_serving(host, ephemeral_dir, pebble_root):
