@@ -7,6 +7,7 @@ column), v3 (code only) and the broken variants (examples/botapp/history).
 from __future__ import annotations
 
 import calendar
+import html
 import json
 import pathlib
 import random
@@ -135,6 +136,44 @@ def output(result: subprocess.CompletedProcess) -> str:
 
 def assert_ok(result: subprocess.CompletedProcess):
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+
+
+# Deploy notifications (deploy_notify_webhooks in molecule.yml): the receiver logs every POST, one JSON line each.
+# Entry 1 is Slack-shaped under a secret path, entry 2 JSON, entry 3 a closed port (reported, never fatal).
+RECEIVED = "/var/log/webhook.jsonl"
+NOTIFY_SECRET = "notify-Token-5c1d"
+
+
+def received(host) -> int:
+    """How many POSTs the receiver logged so far."""
+    return int(host.check_output(f"cat {RECEIVED} 2>/dev/null | wc -l"))
+
+
+def deploy_notifications(host, since: int) -> tuple[list[str], list[dict]]:
+    """The deploy notifications received after the first `since` POSTs: the Slack texts and the JSON events."""
+    lines = host.check_output(f"tail -n +{since + 1} {RECEIVED} 2>/dev/null || true").splitlines()
+    posts = [json.loads(line) for line in lines if line.strip()]
+    assert_no_secret_in("\n".join(post["body"] for post in posts), "the deploy notifications")
+    texts = [json.loads(post["body"])["text"] for post in posts if post["path"].startswith("/deploys/T000")]
+    events = [json.loads(post["body"]) for post in posts if post["path"] == "/deploys/json"]
+    return texts, events
+
+
+def assert_notified(host, since: int, result: subprocess.CompletedProcess, ending: str) -> dict:
+    """A run that switched (or tried to) told both webhooks its start and its end, and the closed one's failure
+    was reported without failing anything or showing a URL. Returns the end event."""
+    texts, events = deploy_notifications(host, since)
+    assert [event["event"] for event in events] == ["start", ending], events
+    assert len(texts) == 2 and texts[0].startswith("molecule@controller started the "), texts
+    start, end = events
+    assert (start["app"], start["host"], start["who"]) == ("botstack", HOST, "molecule@controller"), start
+    assert end["release"] == start["release"] and end["from"] == start["from"] and end["duration_seconds"] > 0, events
+    assert html.unescape(texts[1]) == end["text"], (texts, end)  # the Slack text is escaped for Slack
+    # The callback wraps long lines: compared with its whitespace joined.
+    said = " ".join(output(result).split())
+    assert "to deploy_notify_webhooks entry 3 (counting from 1) failed; the deploy is not affected" in said, said[-3000:]
+    assert NOTIFY_SECRET not in output(result) and "127.0.0.1:9/" not in output(result)
+    return end
 
 
 # --- the first release --------------------------------------------------------------
@@ -268,9 +307,13 @@ def test_a_version_name_is_resolved_exactly_and_an_ambiguous_one_is_refused(host
 def test_v2_goes_live_under_load_without_a_failed_request_and_a_running_job_finishes_once(host, base_url):
     job = requests.post(base_url + "/api/jobs?seconds=10", headers={"Host": SITE}, verify=False, timeout=10).json()
     time.sleep(1)  # the worker picked it up
+    seen = received(host)
     with load(base_url, full=True, slow_every=1, slow_seconds=3) as traffic:
         result = deploy("-e", "deploy_version=v2")
     assert_ok(result)
+    success = assert_notified(host, seen, result, "success")
+    assert success["release"].startswith("v2-") and success["from"].startswith("v1-"), success
+    assert f"{success['release']} is live on {HOST}" in success["text"], success
     assert traffic.report.failed == 0, traffic.report.summary()
     assert traffic.report.slow_total > 5, traffic.report.summary()
     assert get(base_url, "/health").json()["version"] == "2.0.0"
@@ -395,9 +438,12 @@ def test_an_archive_from_the_controller_deploys_code_only_reusing_the_venv_and_r
 
 
 def test_deploying_the_same_version_again_changes_nothing(host):
+    seen = received(host)
     result = deploy("-e", json.dumps(dict(SHIPPED["v3"], deploy_hooks={})))
     assert_ok(result)
     assert play_recap(result.stdout)[HOST]["changed"] == 0, result.stdout[-4000:]
+    # Nothing went live: nobody is told.
+    assert deploy_notifications(host, seen) == ([], []) and "Deploy notification" not in output(result)
 
 
 TEXTFILES = "/var/lib/prometheus/node-exporter"
@@ -422,6 +468,7 @@ def test_a_symlink_planted_in_the_textfile_directory_is_never_followed_by_root(h
 ])
 def test_a_broken_release_fails_with_evidence_and_the_previous_one_keeps_serving(host, base_url, variant, evidence):
     started = time.time()
+    seen = received(host)
     with load(base_url, slow_every=2) as traffic:
         result = deploy("-e", f"deploy_version={variant}", *(["-vvv"] if variant == "v3-leak" else []))
     if variant in ("v3-schedcrash", "v3-leak"):
@@ -444,6 +491,11 @@ def test_a_broken_release_fails_with_evidence_and_the_previous_one_keeps_serving
     assert all(unit.endswith(f"@{live}.service") for unit in running_units(host)), running_units(host)
     entry = json.loads(host.check_output(f"tail -n 1 {APP_ROOT}/deploy.log"))
     assert entry["result"] == "failed" and entry["release"].startswith(variant)
+    # The webhooks heard of it: the phase, what serves now and the evidence's first line, masked (checked above).
+    failure = assert_notified(host, seen, result, "failure")
+    assert failure["release"].startswith(variant) and failure["serving"] == failure["from"], failure
+    assert failure["phase"] == entry["phase"] and failure["evidence"], failure
+    assert f"FAILED in phase {failure['phase']}" in failure["text"], failure
 
 
 def test_the_planted_symlinks_were_replaced_not_followed(host):
@@ -459,11 +511,16 @@ def test_a_failed_release_is_not_deployed_again_unless_forced(host):
 
 
 def test_rollback_returns_to_the_previous_healthy_release_and_a_retry_changes_nothing(host, base_url):
+    seen = received(host)
     with load(base_url, full=True, slow_every=1) as traffic:
-        assert_ok(deploy(playbook="rollback.yml"))
+        result = deploy(playbook="rollback.yml")
+    assert_ok(result)
     assert traffic.report.failed == 0, traffic.report.summary()
     assert get(base_url, "/health").json()["version"] == "2.0.0"
     assert status_of("v3") == "failed"  # the archive's v3 release, rolled back from
+    rollback = assert_notified(host, seen, result, "rollback")
+    assert rollback["action"] == "rollback" and rollback["release"].startswith("v2-"), rollback
+    assert f"rolled back to {rollback['release']}" in rollback["text"], rollback
     again = deploy(playbook="rollback.yml")
     assert_ok(again)
     assert play_recap(again.stdout)[HOST]["changed"] == 0, again.stdout[-3000:]
@@ -709,3 +766,15 @@ def test_a_version_that_is_not_in_the_repository_fails_before_anything_changes(h
     result = deploy("-e", f"deploy_version=v{uuid.uuid4().hex[:6]}")
     assert result.returncode != 0 and "is not a tag or branch of /srv/git/botapp.git" in output(result)
     assert play_recap(result.stdout)[HOST]["changed"] == 0
+
+
+def test_a_bad_notification_webhook_is_refused_by_its_number_without_its_url(host):
+    """An entry with an ftp:// URL (its path a secret): refused before anything changes, the URL never shown."""
+    hooks = [{"url": f"http://127.0.0.1:8099/deploys/T000-{NOTIFY_SECRET}"},
+             {"url": f"ftp://127.0.0.1/{NOTIFY_SECRET}", "format": "json"}, {"url": "https://x.test/", "events": ["end"]}]
+    seen = received(host)
+    result = deploy("-e", json.dumps({"deploy_notify_webhooks": hooks, "deploy_version": "v2"}), "-vvv")
+    text = " ".join(output(result).split())
+    assert result.returncode != 0 and "deploy_notify_webhooks entries 2, 3 (counting from 1) need url" in text, text[-3000:]
+    assert play_recap(result.stdout)[HOST]["changed"] == 0
+    assert NOTIFY_SECRET not in output(result) and deploy_notifications(host, seen) == ([], [])
