@@ -173,15 +173,26 @@ def _parse_utc(module, text):
     return moment
 
 
-def _drain(module, ports, timeout, watch=None):
-    """Wait until no connection to ports is established (at most timeout s); started units are watched meanwhile."""
+# How long the ports must stay without a connection: a proxy's old worker, slow to exit under load, can still
+# open one to the old port for a request it read before its reload, after a single look found none.
+DRAIN_QUIET_SECONDS = 1.0
+
+
+def _drain(module, ports, timeout, watch=None, quiet=DRAIN_QUIET_SECONDS):
+    """Wait until no connection to ports is established for `quiet` s on end (at most timeout s); started units are
+    watched meanwhile."""
     started = time.monotonic()
     remaining = established(module, ports)
-    while remaining and time.monotonic() - started < timeout:
+    quiet_since = None if remaining else started
+    while time.monotonic() - started < timeout and (remaining or time.monotonic() - quiet_since < quiet):
         time.sleep(0.25)
         if watch:
             watch.check()
         remaining = established(module, ports)
+        if remaining:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
     return {"seconds": round(time.monotonic() - started, 2), "remaining": remaining}
 
 

@@ -239,6 +239,24 @@ def test_stop_last_moves_the_singleton_first_and_stops_the_rest_once_it_settled(
     assert verbs[verbs.index("start"):].count("show") >= 3 and verbs[-1] == "stop"
 
 
+def test_a_connection_opened_after_a_first_empty_look_is_drained_too(module, systemd):
+    """A proxy's old worker can connect to the old port just after a look found none: the port must stay quiet."""
+    systemd.set(api_blue={"ActiveState": "active"})
+    ss = os.path.join(systemd.path, "ss")
+    count = os.path.join(systemd.path, "ss-count")
+    # No connection at the first look, one at the second and third, then none.
+    with open(ss, "w") as handle:
+        handle.write("#!/bin/sh\nn=$(cat %s 2>/dev/null || echo 0); echo $((n + 1)) > %s\n"
+                     "case $n in 1|2) echo 'ESTAB 0 0 127.0.0.1:8001 127.0.0.1:50000' ;; esac\nexit 0\n" % (count, count))
+    os.chmod(ss, 0o755)
+    result = run(module, systemd, stopped=["api-blue.service"], drain={"api-blue.service": [8001]}, no_block=True)
+    assert result["_rc"] == 0, result
+    with open(count) as handle:
+        looks = int(handle.read())
+    assert looks >= 5 and result["drained"]["remaining"] == [], (looks, result["drained"])
+    assert result["drained"]["seconds"] >= 1.0, result["drained"]
+
+
 def test_stop_last_leaves_the_rest_running_when_the_started_unit_fails_to_settle(module, systemd):
     systemd.set(api_blue={"ActiveState": "active"}, scheduler_blue={"ActiveState": "active"},
                 scheduler_green={"ActiveState": "inactive", "crash_after": 0.3})
