@@ -178,13 +178,13 @@ def _parse_utc(module, text):
 DRAIN_QUIET_SECONDS = 1.0
 
 
-def _drain(module, ports, timeout, watch=None, quiet=DRAIN_QUIET_SECONDS):
-    """Wait until no connection to ports is established for `quiet` s on end (at most timeout s); started units are
+def _drain(module, ports, timeout, watch=None):
+    """Wait until no connection to ports is established for DRAIN_QUIET_SECONDS on end (at most timeout s); started units are
     watched meanwhile."""
     started = time.monotonic()
     remaining = established(module, ports)
     quiet_since = None if remaining else started
-    while time.monotonic() - started < timeout and (remaining or time.monotonic() - quiet_since < quiet):
+    while time.monotonic() - started < timeout and (remaining or time.monotonic() - quiet_since < DRAIN_QUIET_SECONDS):
         time.sleep(0.25)
         if watch:
             watch.check()
