@@ -17,16 +17,15 @@ rm -f "$logs"/.failed "$logs"/.results "$logs"/.queue-* "$logs"/timings.log
 # Scenario order for `make molecule`: fastest and most foundational first, so failures come early.
 default_scenarios=(modules python_system python redis nginx postgresql bootstrap backup base deploy ownapp multihost ee)
 read -r -a scenarios <<< "${SCENARIOS:-${default_scenarios[*]}}"
-# `make test`: three workers side by side, taking stages from two queues (seconds in docs/testing.md), longest
-# first. The run is CPU-bound on two cores, so its length is the CPU the stages use plus the tail where too few
-# stages are left to keep both cores busy: the whole-stack scenarios ("heavy") start first, and the short role
-# scenarios ("light", slowest first) fill the end. Worker 1 runs the static stages first (a lint error stops
-# everything early), then takes from the heavy queue like workers 2 and 3; a worker whose queue is empty takes
-# from the other.
+# `make test`: three workers side by side, taking stages from two queues (seconds in docs/testing.md). The
+# whole-stack scenarios ("heavy") run two at a time while the role scenarios run: the two cores are busy
+# throughout, so a third whole-stack scenario only slows the other two. Worker 1 runs the static stages first
+# (a lint error stops everything early), then the role scenarios ("light"); workers 2 and 3 the heavy ones,
+# longest first. A worker whose queue is empty takes from the other.
 static_stages=(lint syntax unit sanity build controller)
 heavy=(molecule:deploy molecule:backup molecule:multihost molecule:ee molecule:ownapp)
-light=(molecule:python molecule:base molecule:nginx molecule:bootstrap molecule:python_system molecule:postgresql
-       molecule:redis molecule:modules)
+light=(molecule:modules molecule:python_system molecule:redis molecule:postgresql molecule:nginx molecule:python
+       molecule:bootstrap molecule:base)
 
 stage_lint() {
   yamllint --strict . &&
@@ -234,7 +233,7 @@ else
   done
   printf '%s\n' "${heavy[@]}" > "$logs/.queue-heavy"
   printf '%s\n' "${light[@]}" > "$logs/.queue-light"
-  run_worker heavy light -- "${static_stages[@]}" &
+  run_worker light heavy -- "${static_stages[@]}" &
   LANE_ENV_FILE=.cache/env-lane2.yml run_worker heavy light &
   LANE_ENV_FILE=.cache/env-lane3.yml run_worker heavy light &
   wait

@@ -14,8 +14,9 @@ description:
     C(ansible.builtin.apt) task with C(state=present) runs only when it has something to install, and a re-run
     makes no call for it. A name with a version (C(=), C(>)), an architecture (C(:)), a wildcard or a path, and
     every name when the list is missing (C(none)), is kept, for apt to decide.
-  - I(installed) is what C(botstack.deploy.base) read from dpkg's database (C(__base_packages_installed), the
-    packages whose status is C(installed), so a half-configured one still goes to apt), minus what it purged.
+  - I(installed) is what was read from dpkg's database once per host and run (C(__base_packages_installed), the
+    packages whose status is C(installed), so a half-configured one still goes to apt), by C(botstack.deploy.base)
+    or by the first role that needs it (C(tasks_from=installed) of the base role), and read again after a purge.
     Read earlier in a run, it may miss what was installed since, which only ever makes a task run, never skips one.
 positional: installed
 options:
