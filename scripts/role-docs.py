@@ -51,8 +51,8 @@ def render(role: pathlib.Path) -> str:
     for entry, spec in specs.items():
         if entry == "main":
             continue
-        rows += ["", f"Entry point `{entry}` (`tasks_from: {entry}`): {_cell(spec.get('short_description', ''))}",
-                 "", *_table(spec.get("options", {}))]
+        rows += ["", f"Entry point `{entry}` (`tasks_from: {entry}`): {_cell(spec.get('short_description', ''))}"]
+        rows += ["", *_table(spec["options"])] if spec.get("options") else ["", "No variables of its own."]
     return "\n".join([BEGIN, *rows, END])
 
 
